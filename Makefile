@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh Linux machine with Python 3.11:
+#   make repro   - create .venv if missing, then run the whole DVC pipeline on the default data
+#   make test    - create .venv if missing, then run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The face mirror beside the checkout (CI and these machines have one); otherwise images are downloaded.
+LEAM_FACES_MIRROR ?= $(firstword $(wildcard $(abspath ../shared/faces)))
+export LEAM_FACES_MIRROR
+export PATH := $(abspath $(BIN)):$(PATH)
+# Keep BLAS/torch from oversubscribing the two cores when stages run worker processes.
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: repro test venv benchmarks clean-venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+repro: venv
+	$(BIN)/dvc repro
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+benchmarks: venv
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

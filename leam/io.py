@@ -1,0 +1,112 @@
+"""Atomic file output, hashing and parameter loading shared by every stage.
+
+Every output is written to a temporary file beside its target and moved into place with
+``os.replace``, so an interrupted stage never leaves a half-written file that DVC would cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from leam.errors import LeamError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success move it over ``target``."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_csv_atomic(target: str | os.PathLike, frame: pd.DataFrame) -> None:
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def save_npy_atomic(target: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict:
+    """Read ``params.yaml``; a missing or malformed file is a one-line error."""
+    path = Path(path)
+    if not path.exists():
+        raise LeamError(f"params file not found: {path} (run from the repository root)")
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise LeamError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(params, dict):
+        raise LeamError(f"{path} must hold a mapping of parameter groups")
+    return params
+
+
+def param(params: dict, dotted: str, default: Any = ...) -> Any:
+    """Look up a dotted key such as ``leam.batch_size``; a missing key without default is an error."""
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is ...:
+                raise LeamError(f"missing parameter {dotted!r} in params.yaml")
+            return default
+        node = node[part]
+    return node
