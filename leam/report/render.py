@@ -1,0 +1,209 @@
+"""Render the Quarto website under ``reports/``: with ``quarto`` when it is installed, else with a fallback.
+
+The fallback executes the same ``.qmd`` pages' Python cells in a Jupyter kernel (nbclient) and writes one
+self-contained HTML file per page (figures inlined as base64 PNG, CSS inline, no network resources), with the
+navigation bar taken from ``_quarto.yml``. A failing cell fails the render: a broken report is an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+from leam.errors import LeamError
+from leam.io import write_text_atomic
+from leam.report.qmd import Cell, parse_qmd
+
+log = logging.getLogger("leam.report")
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1f2328;line-height:1.5}
+nav{background:#24292f;padding:.6rem 1.2rem;position:sticky;top:0}
+nav a{color:#e6edf3;margin-right:1.1rem;text-decoration:none;font-size:.95rem}
+nav a.active{font-weight:700;border-bottom:2px solid #e6edf3}
+main{max-width:1100px;margin:0 auto;padding:1rem 1.5rem 3rem}
+h1{font-size:1.9rem;margin-bottom:.2rem}
+.subtitle{color:#57606a;margin-top:0}
+table{border-collapse:collapse;margin:.8rem 0;font-size:.88rem}
+th,td{border:1px solid #d0d7de;padding:.25rem .55rem;text-align:right}
+th{background:#f6f8fa}
+td:first-child,th:first-child{text-align:left}
+pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;font-size:.85rem}
+img{max-width:100%}
+figcaption{color:#57606a;font-size:.9rem;margin:.2rem 0 1rem}
+.cell-output{margin:.4rem 0}
+.callout{border-left:4px solid #0969da;background:#ddf4ff;padding:.5rem .9rem;margin:.8rem 0}
+"""
+
+
+def quarto_available() -> bool:
+    return shutil.which("quarto") is not None
+
+
+def render_site(reports_dir: str | os.PathLike, renderer: str = "auto", timeout_s: int = 900) -> tuple[str, list[Path]]:
+    """Render every page listed in ``_quarto.yml``; returns (renderer used, written HTML files)."""
+    reports_dir = Path(reports_dir).resolve()
+    config = _load_config(reports_dir)
+    if renderer not in ("auto", "quarto", "fallback"):
+        raise LeamError(f"report.renderer={renderer!r} is not valid; choose one of: auto, quarto, fallback")
+    use_quarto = renderer == "quarto" or (renderer == "auto" and quarto_available())
+    if use_quarto:
+        if not quarto_available():
+            raise LeamError("report.renderer=quarto but `quarto` is not on PATH; use auto or fallback")
+        env = _kernel_env(reports_dir)
+        result = subprocess.run(["quarto", "render", str(reports_dir)], env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["unknown error"]
+            raise LeamError(f"quarto render failed: {tail[0]}")
+        out_dir = reports_dir / config.get("project", {}).get("output-dir", "_site")
+        return "quarto", sorted(out_dir.glob("*.html"))
+    return "fallback", render_fallback(reports_dir, config, timeout_s=timeout_s)
+
+
+def _load_config(reports_dir: Path) -> dict:
+    config_path = reports_dir / "_quarto.yml"
+    if not config_path.is_file():
+        raise LeamError(f"not a Quarto project: {config_path} is missing")
+    return yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+
+
+def _pages(reports_dir: Path, config: dict) -> list[tuple[str, str]]:
+    """(file, nav text) for each page of the navbar, in order; falls back to every .qmd file."""
+    entries = config.get("website", {}).get("navbar", {}).get("left", [])
+    pages = []
+    for entry in entries:
+        if isinstance(entry, str):
+            pages.append((entry, Path(entry).stem))
+        elif isinstance(entry, dict) and "href" in entry:
+            pages.append((entry["href"], entry.get("text", Path(entry["href"]).stem)))
+    if not pages:
+        pages = [(p.name, p.stem) for p in sorted(reports_dir.glob("*.qmd"))]
+    missing = [name for name, _ in pages if not (reports_dir / name).is_file()]
+    if missing:
+        raise LeamError(f"_quarto.yml lists page(s) that do not exist: {', '.join(missing)}")
+    return pages
+
+
+def _kernel_env(reports_dir: Path) -> dict:
+    env = dict(os.environ)
+    repo_root = str(reports_dir.parent)
+    env["PYTHONPATH"] = repo_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    return env
+
+
+def render_fallback(reports_dir: Path, config: dict, timeout_s: int = 900) -> list[Path]:
+    out_dir = reports_dir / config.get("project", {}).get("output-dir", "_site")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    defaults = dict(config.get("execute", {}) or {})
+    site_title = config.get("website", {}).get("title", "Report")
+    pages = _pages(reports_dir, config)
+    written = []
+    previous_env = dict(os.environ)
+    os.environ.update(_kernel_env(reports_dir))
+    try:
+        for page, _ in pages:
+            html_text = render_page(reports_dir / page, pages, site_title, defaults, timeout_s)
+            target = out_dir / (Path(page).stem + ".html")
+            write_text_atomic(target, html_text)
+            written.append(target)
+            log.info("rendered %s", target)
+    finally:
+        os.environ.clear()
+        os.environ.update(previous_env)
+    return written
+
+
+def render_page(path: Path, pages: list[tuple[str, str]], site_title: str, defaults: dict, timeout_s: int = 900) -> str:
+    document = parse_qmd(path.read_text(encoding="utf-8"), name=path.name)
+    options = {**defaults, **(document.front_matter.get("execute") or {})}
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for cell in document.cells:
+        if cell.kind == "code":
+            notebook.cells.append(nbformat.v4.new_code_cell(cell.source))
+        else:
+            notebook.cells.append(nbformat.v4.new_markdown_cell(cell.source))
+    client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        last = [line for line in str(exc).strip().splitlines() if line.strip()][-1:] or ["cell failed"]
+        raise LeamError(f"{path.name}: a cell failed: {last[0]}") from None
+    body = []
+    for cell, executed in zip(document.cells, notebook.cells):
+        body.append(_render_cell(cell, executed, options))
+    title = document.front_matter.get("title", path.stem)
+    subtitle = document.front_matter.get("subtitle")
+    active = ' class="active"'
+    nav = "".join(
+        f'<a href="{html.escape(Path(page).stem)}.html"{active if page == path.name else ""}>{html.escape(text)}</a>'
+        for page, text in pages
+    )
+    header = f"<h1>{html.escape(str(title))}</h1>" + (f'<p class="subtitle">{html.escape(str(subtitle))}</p>' if subtitle else "")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<meta name=\"generator\" content=\"leam.report fallback renderer\">"
+        f"<title>{html.escape(str(title))} – {html.escape(site_title)}</title><style>{_STYLE}</style></head>"
+        f"<body><nav>{nav}</nav><main>{header}{''.join(body)}</main></body></html>\n"
+    )
+
+
+def _render_cell(cell: Cell, executed, page_options: dict) -> str:
+    if cell.kind == "markdown":
+        return markdown2html_mistune(cell.source)
+    options = {**page_options, **cell.options}
+    parts = []
+    if options.get("echo", True) is True:
+        parts.append(f'<pre><code class="language-python">{html.escape(cell.source)}</code></pre>')
+    if options.get("output", True) is not False:
+        for output in executed.get("outputs", []):
+            parts.append(_render_output(output, show_warnings=options.get("warning", True) is not False))
+    caption = options.get("fig-cap")
+    if caption:
+        parts.append(f"<figcaption>{html.escape(str(caption))}</figcaption>")
+    label = options.get("label")
+    anchor = f' id="{html.escape(str(label))}"' if label else ""
+    return f'<div class="cell"{anchor}>{"".join(parts)}</div>'
+
+
+def _render_output(output, show_warnings: bool) -> str:
+    kind = output.get("output_type")
+    if kind == "stream":
+        if output.get("name") == "stderr" and not show_warnings:
+            return ""
+        return f'<pre class="cell-output">{html.escape(output.get("text", ""))}</pre>'
+    if kind in ("display_data", "execute_result"):
+        data = output.get("data", {})
+        if "text/html" in data:
+            return f'<div class="cell-output">{data["text/html"]}</div>'
+        if "image/png" in data:
+            payload = data["image/png"].replace("\n", "")
+            base64.b64decode(payload[:64] + "=" * (-len(payload[:64]) % 4))  # fail early on a corrupt image
+            return f'<div class="cell-output"><img alt="figure" src="data:image/png;base64,{payload}"></div>'
+        if "image/svg+xml" in data:
+            return f'<div class="cell-output">{data["image/svg+xml"]}</div>'
+        if "text/markdown" in data:
+            return f'<div class="cell-output">{markdown2html_mistune(data["text/markdown"])}</div>'
+        if "text/plain" in data:
+            return f'<pre class="cell-output">{html.escape(data["text/plain"])}</pre>'
+    return ""
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience for `python -m leam.report.render reports`
+    used, files = render_site(sys.argv[1] if len(sys.argv) > 1 else "reports")
+    print(used, *files, sep="\n")
