@@ -1,0 +1,155 @@
+"""LEAM maps as probability distributions over a coarse grid of the analysis frame.
+
+Comparing two maps with the Bhattacharyya coefficient or the Earth Mover's Distance needs each map to be
+a discrete probability distribution. The recipe, applied in this order to raw stored maps
+(N, G, G) (``data/leam/<model>/maps.npy``, G = ``leam.store_size``):
+
+1. negative-value policy (``similarity.negative_policy``): ``clip`` sets negative values to 0, ``abs``
+   takes absolute values (raw maps should be non-negative already; the policy makes it explicit);
+2. optional top-t selection (fraction t of the G x G pixels, computed at full resolution *before*
+   pooling): the t * G * G most relevant pixels are kept, the rest set to 0. Ties at the cut are broken
+   deterministically in favour of the lower row-major pixel index, so the result never depends on the
+   sort algorithm. t = 1 keeps the full map;
+3. optional face mask (``similarity.face_mask``): pixels outside the face region are set to 0 (top-t is
+   taken over the whole frame first, so t keeps its meaning of "fraction of the frame's most relevant
+   pixels", the same as in the correlate stage);
+4. area-average pooling to ``grid`` x ``grid`` cells (G must be a multiple of ``grid``);
+5. normalisation to sum 1. A map with no mass left is *excluded* (``valid`` is False) and counted,
+   never turned into NaNs.
+
+The ground metric for EMD is the Euclidean distance between cell centres measured in analysis-frame
+pixels (frame of ``align.frame_size`` pixels): one cell spans ``frame_size / grid`` frame pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from leam.errors import LeamError, check_choice
+
+NEGATIVE_POLICIES = ("clip", "abs")
+GROUND_METRIC = "euclidean distance between cell centres, in analysis-frame pixels"
+
+
+@dataclass(frozen=True)
+class Distributions:
+    """Pooled, normalised maps.
+
+    probs: float64 (N, grid * grid), row-major cells, each valid row sums to 1, invalid rows are all 0.
+    valid: bool (N,), False where the map had no mass (an excluded map).
+    grid: cells per side.
+    """
+
+    probs: np.ndarray
+    valid: np.ndarray
+    grid: int
+
+    @property
+    def n_excluded(self) -> int:
+        return int((~self.valid).sum())
+
+
+def apply_negative_policy(maps: np.ndarray, policy: str) -> np.ndarray:
+    """Return float32 maps with negative values clipped to 0 (``clip``) or made positive (``abs``)."""
+    check_choice("similarity.negative_policy", policy, NEGATIVE_POLICIES)
+    maps = np.asarray(maps, dtype=np.float32)
+    if not np.all(np.isfinite(maps)):
+        raise LeamError("maps contain NaN or infinite values; rerun the leam stage")
+    return np.maximum(maps, 0.0) if policy == "clip" else np.abs(maps)
+
+
+def top_fraction_mask(maps: np.ndarray, fraction: float) -> np.ndarray:
+    """Boolean mask (N, H, W) of the ``ceil(fraction * H * W)`` largest pixels of each map.
+
+    Deterministic: among pixels equal to the cut value, the lowest row-major indices are kept, so exactly
+    k pixels are selected per map. Linear time (``np.partition``), no full sort.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise LeamError(f"threshold fraction {fraction!r} must be in (0, 1]")
+    maps = np.asarray(maps)
+    n, height, width = maps.shape
+    flat = maps.reshape(n, -1)
+    k = max(1, math.ceil(fraction * flat.shape[1] - 1e-9))
+    if k >= flat.shape[1]:
+        return np.ones(maps.shape, dtype=bool)
+    cut = np.partition(flat, flat.shape[1] - k, axis=1)[:, flat.shape[1] - k][:, None]  # k-th largest
+    above = flat > cut
+    at_cut = flat == cut
+    needed = k - above.sum(axis=1, keepdims=True)  # how many tied pixels still fit
+    keep = above | (at_cut & (np.cumsum(at_cut, axis=1) <= needed))
+    return keep.reshape(maps.shape)
+
+
+def pool_area(maps: np.ndarray, grid: int) -> np.ndarray:
+    """Area-average (N, G, G) maps to (N, grid, grid); each cell is the mean of its G/grid squared pixels."""
+    n, size, size_w = maps.shape
+    if size != size_w:
+        raise LeamError(f"square maps expected, got {size}x{size_w}")
+    if grid <= 0 or size % grid:
+        divisors = [d for d in range(1, size + 1) if size % d == 0]
+        raise LeamError(f"similarity.grid={grid!r} must divide the map size {size}; choose one of: "
+                        f"{', '.join(map(str, divisors))}")
+    step = size // grid
+    return maps.reshape(n, grid, step, grid, step).mean(axis=(2, 4), dtype=np.float64)
+
+
+def maps_to_distributions(maps: np.ndarray, grid: int, negative_policy: str = "clip",
+                          fraction: float = 1.0, face_mask: np.ndarray | None = None) -> Distributions:
+    """Turn raw maps (N, G, G) into distributions over ``grid`` x ``grid`` cells (see module docstring).
+
+    face_mask: optional bool (N, G, G) or (G, G), True inside the face region in map pixels.
+    """
+    maps = apply_negative_policy(maps, negative_policy)
+    if maps.ndim != 3:
+        raise LeamError(f"maps must have shape (N, G, G), got {maps.shape}")
+    if fraction < 1.0:
+        maps = np.where(top_fraction_mask(maps, fraction), maps, 0.0)
+    if face_mask is not None:
+        face_mask = np.asarray(face_mask, dtype=bool)
+        if face_mask.shape[-2:] != maps.shape[-2:]:
+            raise LeamError(f"face mask shape {face_mask.shape} does not match the maps {maps.shape}")
+        maps = np.where(face_mask, maps, 0.0)
+    pooled = pool_area(maps, grid).reshape(maps.shape[0], grid * grid)
+    mass = pooled.sum(axis=1, keepdims=True)
+    valid = mass[:, 0] > 0
+    probs = np.divide(pooled, mass, out=np.zeros_like(pooled), where=mass > 0)
+    return Distributions(probs=probs, valid=valid, grid=grid)
+
+
+def cell_size(frame_size: int, grid: int) -> float:
+    """Side of one grid cell in analysis-frame pixels."""
+    return frame_size / grid
+
+
+def cell_centres(grid: int, frame_size: int) -> np.ndarray:
+    """(grid * grid, 2) cell centres (x, y) in analysis-frame pixels, row-major like ``Distributions.probs``.
+
+    The frame spans [0, frame_size] in the area sense, so cell j's centre is (j + 0.5) * frame_size / grid.
+    """
+    centres = (np.arange(grid) + 0.5) * cell_size(frame_size, grid)
+    yy, xx = np.meshgrid(centres, centres, indexing="ij")
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def ground_cost(grid: int, frame_size: int) -> np.ndarray:
+    """EMD cost matrix (grid^2, grid^2): Euclidean distance between cell centres in analysis-frame pixels."""
+    centres = cell_centres(grid, frame_size)
+    return np.sqrt(((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1))
+
+
+def face_mask_from_labels(labels: np.ndarray, face_ids, map_size: int) -> np.ndarray:
+    """Bool (N, G, G) face region in map pixels from parser labels (N, S, S) (S a multiple of G).
+
+    A map pixel is face when at least half of the label pixels it covers belong to ``face_ids``.
+    """
+    labels = np.asarray(labels)
+    n, size, _ = labels.shape
+    if size % map_size:
+        raise LeamError(f"label frame {size} is not a multiple of the map grid {map_size}")
+    is_face = np.isin(labels, np.asarray(sorted(face_ids), dtype=labels.dtype))
+    step = size // map_size
+    share = is_face.reshape(n, map_size, step, map_size, step).mean(axis=(2, 4))
+    return share >= 0.5

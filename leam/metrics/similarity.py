@@ -1,0 +1,238 @@
+"""Same- vs different-identity similarity of LEAM distributions (Bhattacharyya coefficient, exact EMD).
+
+Question (paper, section on person-specific patterns): are the maps of two photos of the same person more
+alike than the maps of two different people? Maps become distributions in ``leam.metrics.distributions``;
+here they are compared pairwise:
+
+- Bhattacharyya coefficient BC(p, q) = sum_k sqrt(p_k q_k), in [0, 1]: 1 for identical distributions, 0 for
+  disjoint supports. All pairs at once are one matrix product sqrt(P) @ sqrt(Q)^T.
+- Earth Mover's Distance with POT's exact network simplex (``ot.emd2``) on the pooled grid; the cost is the
+  Euclidean distance between cell centres in analysis-frame pixels, so EMD is "how many frame pixels the
+  relevance must move on average". A pair whose solver does not reach optimality raises, never returns a
+  number.
+
+Pairs: every same-identity pair, and for each identity a seeded sample of different-identity pairs (one
+image of that identity, one of another) of ``different_per_same`` times its number of same pairs, so both
+groups weight identities alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+import ot
+from tqdm import tqdm
+
+from leam.errors import LeamError
+from leam.metrics.stats import compare_groups, summarize
+
+log = logging.getLogger(__name__)
+
+PAPER_BC_RANGES = {"same": (0.32, 0.57), "different": (0.04, 0.13)}
+"""Ranges of mean BC across layers reported in the paper, for the report to print beside ours."""
+
+SAME, DIFFERENT = "same", "different"
+
+
+class EMDConvergenceError(LeamError):
+    """The network simplex stopped before optimality (raise ``similarity.emd_max_iter``)."""
+
+
+# --------------------------------------------------------------------------------------------- BC
+def bhattacharyya_matrix(first: np.ndarray, second: np.ndarray | None = None) -> np.ndarray:
+    """All-pairs BC (N, M) of distributions ``first`` (N, K) and ``second`` (M, K) (default: ``first``)."""
+    root_first = np.sqrt(np.asarray(first, dtype=np.float64))
+    root_second = root_first if second is None else np.sqrt(np.asarray(second, dtype=np.float64))
+    return np.clip(root_first @ root_second.T, 0.0, 1.0)
+
+
+def bhattacharyya_pairs(probs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """BC of the given index pairs (P, 2) of rows of ``probs`` (N, K), via the all-pairs matrix."""
+    matrix = bhattacharyya_matrix(probs)
+    return matrix[pairs[:, 0], pairs[:, 1]]
+
+
+# --------------------------------------------------------------------------------------------- EMD
+def emd_pair(first: np.ndarray, second: np.ndarray, cost: np.ndarray, max_iter: int = 1_000_000) -> float:
+    """Exact EMD between two distributions (K,) under ``cost`` (K, K).
+
+    Only cells with mass enter the solver (exact, and much faster for sparse top-t maps). Raises
+    EMDConvergenceError when POT reports anything but an optimal solution.
+    """
+    rows, cols = np.flatnonzero(first > 0), np.flatnonzero(second > 0)
+    if rows.size == 0 or cols.size == 0:
+        raise LeamError("EMD of an empty distribution; excluded maps must be dropped before pairing")
+    a, b = first[rows], second[cols]
+    a, b = a / a.sum(), b / b.sum()  # exact simplex after dropping zero cells (POT checks the sums)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the result code is checked below
+        value, info = ot.emd2(a, b, cost[np.ix_(rows, cols)], numItermax=max_iter, log=True)
+    if info.get("warning") is not None or int(info.get("result_code", 1)) != 1:
+        raise EMDConvergenceError(f"exact EMD did not converge ({info.get('warning')}, result code "
+                                  f"{info.get('result_code')}) with numItermax={max_iter}; raise "
+                                  f"similarity.emd_max_iter")
+    return float(value)
+
+
+_WORKER_STATE: dict = {}
+
+
+def _init_worker(probs: np.ndarray, cost: np.ndarray, max_iter: int) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER_STATE.update(probs=probs, cost=cost, max_iter=max_iter)
+
+
+def _emd_chunk(pairs: np.ndarray) -> np.ndarray:
+    probs, cost, max_iter = _WORKER_STATE["probs"], _WORKER_STATE["cost"], _WORKER_STATE["max_iter"]
+    return np.array([emd_pair(probs[i], probs[j], cost, max_iter) for i, j in pairs], dtype=np.float64)
+
+
+def emd_pairs(probs: np.ndarray, pairs: np.ndarray, cost: np.ndarray, workers: int = 1,
+              max_iter: int = 1_000_000, chunk: int = 256, progress: bool = False) -> np.ndarray:
+    """Exact EMD (P,) for index pairs (P, 2) into ``probs`` (N, K), spread over ``workers`` processes."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if pairs.shape[0] == 0:
+        return np.zeros(0, dtype=np.float64)
+    chunks = [pairs[start:start + chunk] for start in range(0, pairs.shape[0], chunk)]
+    bar = tqdm(total=pairs.shape[0], desc="EMD pairs", unit="pair", disable=not progress)
+    results = []
+    if workers <= 1 or len(chunks) == 1:
+        _init_worker(probs, cost, max_iter)
+        try:
+            for part in chunks:
+                results.append(_emd_chunk(part))
+                bar.update(part.shape[0])
+        finally:
+            _WORKER_STATE.clear()
+    else:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                 initargs=(probs, cost, max_iter)) as pool:
+            for part, values in zip(chunks, pool.map(_emd_chunk, chunks)):
+                results.append(values)
+                bar.update(part.shape[0])
+    bar.close()
+    return np.concatenate(results)
+
+
+# ------------------------------------------------------------------------------------------- pairs
+def same_identity_pairs(identities) -> np.ndarray:
+    """All unordered pairs (i < j) of rows with equal identity, (P, 2) int64 sorted by (i, j)."""
+    identities = np.asarray(identities)
+    upper_i, upper_j = np.triu_indices(identities.size, k=1)
+    keep = identities[upper_i] == identities[upper_j]
+    return np.stack([upper_i[keep], upper_j[keep]], axis=1).astype(np.int64)
+
+
+def sample_different_pairs(identities, per_same: float, seed: int) -> np.ndarray:
+    """Seeded different-identity pairs (P, 2) with i < j, size-matched to the same-identity pairs per identity.
+
+    For identity a with n_a images, round(per_same * n_a (n_a - 1) / 2) pairs are drawn with one image of a
+    and one uniformly chosen image of any other identity, without repeating a pair. The same seed gives
+    the same pairs.
+    """
+    identities = np.asarray(identities)
+    names, codes = np.unique(identities, return_inverse=True)
+    total = identities.size
+    rng = np.random.default_rng(seed)
+    taken: set[int] = set()
+    out = []
+    for code in range(names.size):
+        members = np.flatnonzero(codes == code)
+        others = np.flatnonzero(codes != code)
+        wanted = int(round(per_same * members.size * (members.size - 1) / 2))
+        wanted = min(wanted, members.size * others.size)
+        picked: list[tuple[int, int]] = []
+        while len(picked) < wanted:
+            draw = 2 * (wanted - len(picked)) + 8
+            first = rng.choice(members, size=draw)
+            second = rng.choice(others, size=draw)
+            for i, j in zip(np.minimum(first, second), np.maximum(first, second)):
+                key = int(i) * total + int(j)
+                if key not in taken:
+                    taken.add(key)
+                    picked.append((int(i), int(j)))
+                    if len(picked) == wanted:
+                        break
+        out.extend(picked)
+    pairs = np.array(out, dtype=np.int64).reshape(-1, 2)
+    return pairs
+
+
+def gender_group(gender_a, gender_b, same_identity) -> np.ndarray:
+    """Gender group of each pair.
+
+    Same-identity pairs: the person's gender (``female``/``male``/``unknown``). Different-identity pairs:
+    ``female-female``, ``male-male``, ``mixed``, or ``unknown`` when either gender is unknown.
+    """
+    gender_a = np.asarray(gender_a, dtype=object)
+    gender_b = np.asarray(gender_b, dtype=object)
+    known = np.isin(gender_a, ["female", "male"]) & np.isin(gender_b, ["female", "male"])
+    different = np.where(gender_a == gender_b, np.char.add(gender_a.astype(str), "-" + gender_b.astype(str)), "mixed")
+    different = np.where(known, different, "unknown")
+    same = np.where(np.isin(gender_a, ["female", "male"]), gender_a, "unknown")
+    return np.where(np.asarray(same_identity, dtype=bool), same, different).astype(object)
+
+
+def build_pairs(meta: pd.DataFrame, per_same: float, seed: int) -> pd.DataFrame:
+    """The pair table for one model: ``a, b`` (rows of meta), image ids, identities, type, gender group."""
+    identities = meta["identity"].to_numpy()
+    same = same_identity_pairs(identities)
+    different = sample_different_pairs(identities, per_same, seed)
+    pairs = np.concatenate([same, different])
+    gender = meta["gender"].fillna("unknown").astype(str).to_numpy()
+    frame = pd.DataFrame({
+        "pair_id": np.arange(pairs.shape[0]),
+        "pair_type": [SAME] * len(same) + [DIFFERENT] * len(different),
+        "a": pairs[:, 0], "b": pairs[:, 1],
+        "image_a": meta["image_id"].to_numpy()[pairs[:, 0]], "image_b": meta["image_id"].to_numpy()[pairs[:, 1]],
+        "identity_a": identities[pairs[:, 0]], "identity_b": identities[pairs[:, 1]],
+    })
+    frame["gender_group"] = gender_group(gender[pairs[:, 0]], gender[pairs[:, 1]], frame.pair_type == SAME)
+    return frame
+
+
+# ------------------------------------------------------------------------------------------ tables
+def _gender_of_group(group: str) -> str:
+    """Gender stratum a pair group belongs to, to compare same vs different within one gender."""
+    return {"female-female": "female", "male-male": "male"}.get(group, group)
+
+
+def summary_tables(scores: pd.DataFrame, n_boot: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Summaries and tests of long scores (model, layer, threshold, metric, pair_type, gender_group, value).
+
+    Returns ``summary`` (per model/layer/threshold/metric/pair_type: n, mean, std, 95% bootstrap CI),
+    ``by_gender`` (the same, split by gender group) and ``tests`` (same vs different: Mann-Whitney p,
+    rank-biserial and Cohen's d, for all pairs and within each gender, where female same-identity pairs
+    meet female-female different pairs; ``same_more_similar`` says whether the CIs separate in the
+    direction "same is more similar": higher BC, lower EMD).
+    """
+    keys = ["model", "layer", "threshold", "metric"]
+    summary = summarize(scores, [*keys, "pair_type"], "value", n_boot=n_boot, seed=seed)
+    by_gender = summarize(scores, [*keys, "pair_type", "gender_group"], "value", n_boot=n_boot, seed=seed)
+    intervals = {(*row[:4], row.pair_type, "all"): (row.ci_low, row.ci_high)
+                 for row in summary[[*keys, "pair_type", "ci_low", "ci_high"]].itertuples(index=False)}
+    intervals.update({(*row[:4], row.pair_type, _gender_of_group(row.gender_group)): (row.ci_low, row.ci_high)
+                      for row in by_gender[[*keys, "pair_type", "gender_group", "ci_low", "ci_high"]]
+                      .itertuples(index=False) if row.gender_group != "mixed"})
+    strata = scores.assign(gender=scores["gender_group"].map(_gender_of_group))
+    rows = []
+    for stratum_name, stratum in [("all", strata), *[(g, part) for g, part in strata.groupby("gender")
+                                                      if g in ("female", "male")]]:
+        for key, group in stratum.groupby(keys, sort=True):
+            same = group.loc[group.pair_type == SAME, "value"].to_numpy()
+            different = group.loc[group.pair_type == DIFFERENT, "value"].to_numpy()
+            same_ci = intervals.get((*key, SAME, stratum_name), (np.nan, np.nan))
+            different_ci = intervals.get((*key, DIFFERENT, stratum_name), (np.nan, np.nan))
+            if key[3] == "bc":  # more similar = higher BC
+                separated = same_ci[0] > different_ci[1]
+            else:  # more similar = lower EMD
+                separated = same_ci[1] < different_ci[0]
+            rows.append({**dict(zip(keys, key)), "gender": stratum_name,
+                         "n_same": int(np.isfinite(same).sum()), "n_different": int(np.isfinite(different).sum()),
+                         **compare_groups(same, different), "same_more_similar": bool(separated)})
+    return summary, by_gender, pd.DataFrame(rows)
