@@ -1,0 +1,59 @@
+"""faces stage: put the face subset into data/faces (images, index.csv, discards.csv, summary.json).
+
+Sources (params.yaml, data.source):
+  sample     the committed manifest (data.manifest, default manifests/sample.csv): 854 photos of 45 public
+             figures with their sha256 and public raw.githubusercontent.com URLs (manifests/SOURCES.md).
+             With a mirror - data.mirror, else the environment variable LEAM_FACES_MIRROR - every file is
+             copied from <mirror>/<file>; without one it is downloaded (data.download_workers threads,
+             data.retries retries with exponential backoff, data.timeout_s seconds per try).
+  imdb_face  the official IMDb-Face CSV (data.imdb_csv, path or URL): images are downloaded and cropped
+             around the annotated face box (data.crop_margin of the box added on each side); identities
+             need data.min_images_per_identity rows; gender from data.labels_csv (identity,gender) or unknown.
+  folder     <data.folder_root>/<identity>/*.jpg|jpeg|png, genders from an optional
+             <data.folder_root>/labels.csv (identity,gender).
+
+Caps: data.max_identities and data.max_images_per_identity (0 = all) pick a seeded subset (top-level
+seed): identities in a seeded shuffle of their sorted names, images in a per-identity seeded shuffle;
+a larger cap only adds images.
+
+Every file is verified (sha256 where known) and written atomically; files already present with the right
+hash are kept (resume). A missing file, dead link, checksum mismatch or undecodable image is not an error:
+it is logged and counted in data/faces/discards.csv (image_id, path, reason) and summary.json.
+
+Example:
+  LEAM_FACES_MIRROR=/work/shared/faces python -m stages.faces
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from leam.cli import run_stage, stage_parser
+from leam.data import collect_faces, write_outputs
+from leam.io import load_params
+
+log = logging.getLogger("leam.faces")
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    result = collect_faces(params, out_dir=args.out, progress=not args.no_progress)
+    write_outputs(result, args.out)
+    summary = result.summary
+    log.info("faces (%s): %d images of %d identities (%s), %d discarded%s; %d reused, %d stale files removed -> %s",
+             summary["source"], summary["images"], summary["identities"],
+             ", ".join(f"{k} {v}" for k, v in summary["images_by_gender"].items() if v),
+             summary["discarded"], f" {summary['discarded_by_reason']}" if summary["discarded"] else "", result.reused, result.pruned, args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("faces", __doc__)
+    parser.add_argument("--out", default="data/faces", help="output folder (default: data/faces)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("faces", main, build_parser()))
