@@ -1,0 +1,138 @@
+"""Embeddings of aligned analysis frames and face-verification metrics over identity pairs.
+
+Why: before explaining a network we check that it recognises the faces of this data set (the LEAM maps of a
+network that fails verification would explain noise). Each model sees the frames through its own
+``ModelSpec.input_warp``; pairs are all same-identity pairs plus all (or a seeded sample of) different-identity
+pairs, and the scores are cosine similarity and, for reference, Euclidean distance of the raw embeddings.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import rankdata
+from tqdm import tqdm
+
+from leam.errors import LeamError
+from leam.frame import frame_to_input
+from leam.models.registry import ModelSpec
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 RGB frames (N, S, S, 3) -> float32 tensor (N, 3, S, S) with values 0..255."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+
+
+@torch.no_grad()
+def embed_frames(model: torch.nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
+                 frame_padding: float, batch_size: int = 32, device: str | torch.device = "cpu",
+                 progress: bool = False) -> np.ndarray:
+    """Embeddings (N, embedding_dim) float32 of analysis frames (N, S, S, 3) uint8 with landmarks (N, 68, 2).
+
+    Every frame is warped to the model input with ``spec.input_warp`` (frame pixels -> input pixels).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[1] != frames.shape[2]:
+        raise LeamError(f"frames must have shape (N, S, S, 3), got {frames.shape}")
+    if len(landmarks) != len(frames):
+        raise LeamError(f"{len(frames)} frames but {len(landmarks)} landmark sets")
+    frame_size = frames.shape[1]
+    matrices = spec.input_warp(np.asarray(landmarks), frame_size, frame_padding)
+    out = np.zeros((len(frames), spec.embedding_dim), dtype=np.float32)
+    starts = range(0, len(frames), batch_size)
+    for start in tqdm(starts, desc=f"embed {spec.name}", disable=not progress, unit="batch"):
+        stop = min(start + batch_size, len(frames))
+        batch = frames_to_tensor(frames[start:stop]).to(device)
+        inputs = frame_to_input(batch, matrices[start:stop], spec.input_size)
+        out[start:stop] = model(inputs).float().cpu().numpy()
+    return out
+
+
+def sample_pairs(identities, seed: int = 0, max_different: int = 0) -> pd.DataFrame:
+    """Image pairs ``a < b`` (row indices): every same-identity pair and different-identity pairs.
+
+    ``max_different`` = 0 keeps every different-identity pair; otherwise a seeded sample of that many
+    distinct pairs. Columns: ``a, b, same``; sorted by (a, b).
+    """
+    labels = pd.factorize(np.asarray(identities))[0]
+    n = len(labels)
+    if n < 2:
+        raise LeamError(f"need at least 2 images for verification pairs, got {n}")
+    counts = np.bincount(labels)
+    n_same = int((counts * (counts - 1) // 2).sum())
+    n_different = n * (n - 1) // 2 - n_same
+    if max_different <= 0 or max_different >= n_different:
+        a, b = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        chosen = np.empty((0, 2), dtype=np.int64)
+        while len(chosen) < max_different:  # oversample, drop same-identity and repeats, top up if short
+            draw = rng.integers(0, n, size=(2 * max_different + 16, 2))
+            draw = np.sort(draw, axis=1)
+            draw = draw[labels[draw[:, 0]] != labels[draw[:, 1]]]
+            chosen = np.unique(np.concatenate([chosen, draw]), axis=0)
+        keep = rng.choice(len(chosen), size=max_different, replace=False)
+        different = chosen[np.sort(keep)]
+        same_a, same_b = np.triu_indices(n, k=1)
+        is_same = labels[same_a] == labels[same_b]
+        a = np.concatenate([same_a[is_same], different[:, 0]])
+        b = np.concatenate([same_b[is_same], different[:, 1]])
+    pairs = pd.DataFrame({"a": a.astype(np.int64), "b": b.astype(np.int64)})
+    pairs["same"] = labels[pairs.a] == labels[pairs.b]
+    return pairs.sort_values(["a", "b"], ignore_index=True)
+
+
+def pair_scores(embeddings: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cosine similarity, Euclidean distance) of the raw embeddings for each pair, float64 (P,)."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    ea, eb = emb[a], emb[b]
+    norms = np.linalg.norm(ea, axis=1) * np.linalg.norm(eb, axis=1)
+    cosine = (ea * eb).sum(axis=1) / np.maximum(norms, 1e-12)
+    return cosine, np.linalg.norm(ea - eb, axis=1)
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve (probability a positive outscores a negative; ties count half)."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def verification_metrics(cosine: np.ndarray, distance: np.ndarray, same: np.ndarray,
+                         threshold: float | None = None) -> dict:
+    """AUC (cosine; Euclidean as -distance), mean cosines and, with a threshold, accuracy at ``distance < t``.
+
+    Accuracy is over the pair set as given (different pairs usually dominate); balanced accuracy weights
+    same and different pairs equally.
+    """
+    same = np.asarray(same, dtype=bool)
+    result = {"pairs_same": int(same.sum()), "pairs_different": int((~same).sum()),
+              "auc_cosine": roc_auc(cosine, same), "auc_euclidean": roc_auc(-np.asarray(distance), same),
+              "mean_cosine_same": float(np.mean(cosine[same])) if same.any() else float("nan"),
+              "mean_cosine_different": float(np.mean(cosine[~same])) if (~same).any() else float("nan")}
+    if threshold is not None:
+        predicted = np.asarray(distance) < threshold
+        tpr = float(predicted[same].mean()) if same.any() else float("nan")
+        tnr = float((~predicted[~same]).mean()) if (~same).any() else float("nan")
+        result.update({"threshold": float(threshold), "accuracy": float((predicted == same).mean()),
+                       "true_positive_rate": tpr, "true_negative_rate": tnr,
+                       "balanced_accuracy": (tpr + tnr) / 2})
+    return result
+
+
+def evaluate(embeddings: np.ndarray, pairs: pd.DataFrame, genders, threshold: float | None = None) -> dict:
+    """Metrics over all pairs plus, per gender, over the pairs whose two images both have that gender."""
+    cosine, distance = pair_scores(embeddings, pairs.a.to_numpy(), pairs.b.to_numpy())
+    same = pairs.same.to_numpy()
+    result = verification_metrics(cosine, distance, same, threshold)
+    genders = np.asarray(genders)
+    ga, gb = genders[pairs.a.to_numpy()], genders[pairs.b.to_numpy()]
+    for gender in sorted(set(genders.tolist()) - {"unknown"}):
+        subset = (ga == gender) & (gb == gender)
+        if subset.any():
+            result[gender] = verification_metrics(cosine[subset], distance[subset], same[subset], threshold)
+    return result

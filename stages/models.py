@@ -1,0 +1,132 @@
+"""Stage `models`: embed every aligned frame with each model and measure face verification.
+
+Reads data/aligned/{frames.npy, landmarks.npy, index.csv} and the converted weights in data/models/, and
+writes, for every model in the top-level `models` list:
+  data/embeddings/<model>.npy   float32 (N, embedding_dim), rows of data/aligned/index.csv
+  metrics/models.json           per model: AUC (cosine, Euclidean), mean same/different cosine, accuracy at
+                                the published Euclidean threshold (dlib: 0.6), and the same per gender
+  data/models_eval/pairs.csv    the evaluated pairs with each model's cosine and Euclidean distance
+
+Pairs: every same-identity pair and all different-identity pairs, or a seeded sample of
+`verification.max_different_pairs` of them (0 = all).
+
+Examples:
+  python -m stages.models            # run the stage
+  python -m stages.models --list     # registered models, input/embedding sizes and default LEAM layer shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from leam.cli import run_stage, stage_parser
+from leam.errors import LeamError
+from leam.io import load_params, param, save_npy_atomic, write_csv_atomic, write_json_atomic
+from leam.models.registry import available_models, get_spec
+from leam.models.verification import embed_frames, evaluate, pair_scores, sample_pairs
+
+log = logging.getLogger("leam.models")
+
+
+def layer_shapes(model: torch.nn.Module, layers, input_size: int) -> dict[str, tuple[int, ...]]:
+    """Output shape (C, h, w) of each named layer for one dummy input, via forward hooks."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))) for name in layers]
+    try:
+        with torch.no_grad():
+            model(torch.full((1, 3, input_size, input_size), 128.0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def list_models(weights_dir: Path) -> None:
+    for name in available_models():
+        spec = get_spec(name)
+        print(f"{name}: input {spec.input_size}x{spec.input_size}, embedding {spec.embedding_dim}"
+              f" - {spec.description}")
+        try:
+            model = spec.load(weights_dir)
+        except LeamError as exc:
+            print(f"  layers: {', '.join(spec.layers)} (shapes need weights: {exc})")
+            continue
+        for layer, shape in layer_shapes(model, spec.layers, spec.input_size).items():
+            print(f"  {layer:<12} {'x'.join(map(str, shape))}")
+
+
+def read_aligned(aligned_dir: Path, frame_size: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    paths = [aligned_dir / name for name in ("frames.npy", "landmarks.npy", "index.csv")]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise LeamError(f"missing aligned data: {', '.join(missing)} (run `dvc repro align`)")
+    frames = np.load(paths[0], mmap_mode="r")
+    landmarks = np.load(paths[1])
+    index = pd.read_csv(paths[2])
+    if frames.ndim != 4 or frames.shape[1:] != (frame_size, frame_size, 3) or frames.dtype != np.uint8:
+        raise LeamError(f"{paths[0]} is {frames.dtype} {frames.shape}, expected uint8 (N, {frame_size}, "
+                        f"{frame_size}, 3) for align.frame_size={frame_size}")
+    if not (len(frames) == len(landmarks) == len(index)):
+        raise LeamError(f"aligned data disagree: {len(frames)} frames, {len(landmarks)} landmarks, "
+                        f"{len(index)} index rows")
+    return frames, landmarks, index
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    weights_dir = Path(args.weights)
+    if args.list:
+        list_models(weights_dir)
+        return
+    names = param(params, "models")
+    frame_size, padding = int(param(params, "align.frame_size")), float(param(params, "align.padding"))
+    batch_size = int(param(params, "verification.batch_size", 32))
+    max_different = int(param(params, "verification.max_different_pairs", 50000))
+    seed = int(param(params, "seed", 0))
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    frames, landmarks, index = read_aligned(Path(args.aligned), frame_size)
+    pairs = sample_pairs(index.identity.to_numpy(), seed=seed, max_different=max_different)
+    table = pd.DataFrame({"image_id_a": index.image_id.to_numpy()[pairs.a],
+                          "image_id_b": index.image_id.to_numpy()[pairs.b], "same": pairs.same,
+                          "gender_a": index.gender.to_numpy()[pairs.a], "gender_b": index.gender.to_numpy()[pairs.b]})
+    metrics = {}
+    for name in names:
+        spec = get_spec(name)
+        model = spec.load(weights_dir).to(device)
+        embeddings = embed_frames(model, spec, frames, landmarks, padding, batch_size, device, progress=True)
+        save_npy_atomic(Path(args.embeddings) / f"{name}.npy", embeddings)
+        metrics[name] = {"images": len(index), **evaluate(embeddings, pairs, index.gender.to_numpy(),
+                                                            spec.verification_threshold)}
+        table[f"cosine_{name}"], table[f"euclidean_{name}"] = pair_scores(embeddings, pairs.a.to_numpy(),
+                                                                          pairs.b.to_numpy())
+        log.info("%s: %d images, AUC cosine %.4f, %s", name, len(index), metrics[name]["auc_cosine"],
+                 f"accuracy@{spec.verification_threshold} {metrics[name]['accuracy']:.4f}"
+                 if spec.verification_threshold is not None else "no published threshold")
+    write_csv_atomic(Path(args.pairs), table)
+    write_json_atomic(Path(args.metrics), metrics)
+    log.info("wrote embeddings of %d model(s), %d pairs (%d same) to %s", len(names), len(pairs),
+             int(pairs.same.sum()), args.metrics)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("models", __doc__)
+    parser.add_argument("--list", action="store_true", help="list registered models and their LEAM layers, then exit")
+    parser.add_argument("--weights", default="data/models", help="converted weights folder (default: data/models)")
+    parser.add_argument("--aligned", default="data/aligned", help="aligned data folder (default: data/aligned)")
+    parser.add_argument("--embeddings", default="data/embeddings", help="output folder of <model>.npy")
+    parser.add_argument("--metrics", default="metrics/models.json", help="metrics output")
+    parser.add_argument("--pairs", default="data/models_eval/pairs.csv", help="pairs table output")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage("models", main, build_parser()))
