@@ -96,7 +96,7 @@ class FetchOutcome:
     """True when a file already present was kept (resume) instead of fetched again."""
 
 
-def download(url: str, settings: FetchSettings) -> bytes:
+def download(url: str, settings: FetchSettings, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
     """Bytes at ``url`` with retries and exponential backoff; raises FetchFailed ``dead_link`` (HTTP 4xx, which
     retrying cannot fix), ``too_large`` or ``download_failed`` (network errors / 5xx after all retries)."""
     request = urllib.request.Request(url, headers={"User-Agent": settings.user_agent})
@@ -106,9 +106,9 @@ def download(url: str, settings: FetchSettings) -> bytes:
             time.sleep(settings.backoff_s * 2 ** (attempt - 1))
         try:
             with urllib.request.urlopen(request, timeout=settings.timeout_s) as response:
-                data = response.read(MAX_IMAGE_BYTES + 1)
-            if len(data) > MAX_IMAGE_BYTES:
-                raise FetchFailed("too_large", f"{url} is over {MAX_IMAGE_BYTES} bytes")
+                data = response.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise FetchFailed("too_large", f"{url} is over {max_bytes} bytes")
             return data
         except urllib.error.HTTPError as exc:
             if exc.code in _PERMANENT_HTTP:

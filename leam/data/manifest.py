@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -88,10 +89,7 @@ def read_sample_manifest(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise LeamError(f"manifest not found: {path} (data.manifest in params.yaml)")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise LeamError(f"cannot parse manifest {path}: {str(exc).splitlines()[0]}") from None
+    frame = read_csv_strict(path, f"manifest {path}")
     missing = [c for c in SAMPLE_COLUMNS if c not in frame.columns]
     if missing:
         raise LeamError(f"manifest {path} lacks column(s) {', '.join(missing)}; expected {', '.join(SAMPLE_COLUMNS)}")
@@ -119,6 +117,17 @@ def read_sample_manifest(path: str | os.PathLike) -> pd.DataFrame:
         raise LeamError(f"manifest {path} row {_line(duplicated)}: image id "
                         f"{frame.image_id[duplicated.idxmax()]!r} is not unique")
     return frame
+
+
+def read_csv_strict(source, what: str) -> pd.DataFrame:
+    """All cells as strings; a file that is not well-formed CSV (bad quoting, not UTF-8, a row with more
+    fields than the header, which pandas would otherwise silently shift or truncate) is a LeamError."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            return pd.read_csv(source, dtype=str, keep_default_na=False, index_col=False, skipinitialspace=True)
+        except (pd.errors.ParserError, pd.errors.ParserWarning, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise LeamError(f"cannot parse {what}: {str(exc).splitlines()[0]}") from None
 
 
 def _line(mask: pd.Series) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from leam.data.fetch import FaceJob, FetchFailed, FetchOutcome, FetchSettings, check_readable_dir, download, prune, run_jobs
-from leam.data.manifest import (DISCARD_COLUMNS, GENDERS, INDEX_COLUMNS, image_id_for, read_sample_manifest,
+from leam.data.manifest import (DISCARD_COLUMNS, GENDERS, INDEX_COLUMNS, image_id_for, read_csv_strict, read_sample_manifest,
                                 select_subset, slugify)
 from leam.errors import LeamError, check_choice
 from leam.io import param, write_csv_atomic, write_json_atomic
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 SOURCES = ("sample", "imdb_face", "folder")
 MIRROR_ENV = "LEAM_FACES_MIRROR"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_TABLE_BYTES = 2 << 30
+"""Largest CSV read from a URL (the full IMDb-Face CSV is a few hundred MB)."""
 DEFAULT_CROP_MARGIN = 0.5
 """IMDb-Face crops keep this fraction of the box's width/height on each side, so that the align stage's
 detector sees the whole head and some context (a tight box often loses the chin or forehead)."""
@@ -80,19 +82,16 @@ def _safe_file_name(name: str) -> str:
 
 def _read_table(location: str, what: str, settings: FetchSettings) -> pd.DataFrame:
     """A CSV from a path or an http(s)/file URL, all cells as strings; failures are LeamErrors."""
-    try:
-        if urllib.parse.urlparse(location).scheme in ("http", "https", "file"):
-            try:
-                raw = download(location, settings)
-            except FetchFailed as failed:
-                raise LeamError(f"cannot download {what} {location}: {failed}") from None
-            return pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False, skipinitialspace=True)
-        path = Path(location)
-        if not path.is_file():
-            raise LeamError(f"{what} not found: {path}")
-        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise LeamError(f"cannot parse {what} {location}: {str(exc).splitlines()[0]}") from None
+    if urllib.parse.urlparse(location).scheme in ("http", "https", "file"):
+        try:
+            raw = download(location, settings, max_bytes=MAX_TABLE_BYTES)
+        except FetchFailed as failed:
+            raise LeamError(f"cannot download {what} {location}: {failed}") from None
+        return read_csv_strict(io.BytesIO(raw), f"{what} {location}")
+    path = Path(location)
+    if not path.is_file():
+        raise LeamError(f"{what} not found: {path}")
+    return read_csv_strict(path, f"{what} {location}")
 
 
 def _read_labels(location: str | Path | None, settings: FetchSettings) -> dict[str, str]:
