@@ -18,7 +18,7 @@ import os
 import re
 import urllib.parse
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from leam.data.fetch import FaceJob, FetchFailed, FetchOutcome, FetchSettings, check_readable_dir, download, prune, run_jobs
+from leam.data.fetch import FaceJob, FetchFailed, FetchSettings, check_readable_dir, download, prune, run_jobs
 from leam.data.manifest import (DISCARD_COLUMNS, GENDERS, INDEX_COLUMNS, image_id_for, read_csv_strict, read_sample_manifest,
                                 select_subset, slugify)
 from leam.errors import LeamError, check_choice
@@ -55,7 +55,6 @@ class FacesResult:
     """Images kept from an earlier run (resume) rather than fetched again."""
     pruned: int = 0
     """Stale files removed from the images folder."""
-    extra: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- helpers
