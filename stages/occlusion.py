@@ -1,0 +1,174 @@
+"""Stage `occlusion`: validate LEAM maps by occluding their top pixels, against random masks, across models.
+
+Reads   data/aligned/{frames.npy, landmarks.npy, index.csv}, data/leam/<model>/{maps.npy, layers.json, meta.csv}
+        and the weights in data/models/ for every model of the top-level `models` list.
+Writes  data/occlusion/drops.csv      one row per (source, target, map, threshold, kind, repeat, image)
+        data/occlusion/summary.csv    mean drop with 95% bootstrap CI per (source, target, map, threshold, kind)
+        data/occlusion/by_gender.csv  the same split by gender
+        data/occlusion/tests.csv      paired Wilcoxon LEAM vs each random baseline (all and per gender)
+        data/occlusion/examples/*.png clean | LEAM top-t | random, for 3 images (report figures)
+        metrics/occlusion.json        headline at the top-level `threshold`, source = target, + transfer means
+
+drop = cos(clean image, reference) - cos(occluded image, reference) under the TARGET model, with the same
+reference as LEAM. Random rows (kind random_uniform / random_face) do not depend on a source model; their
+source and map are `none`.
+
+Params: threshold, seed, models, align.padding, leam.reference, occlusion.* (thresholds, maps, fill, random,
+random_repeats, max_images_per_identity, batch_size, transfer, device).
+Cost: forwards per image = targets x (1 + thresholds x (sources x maps + random kinds x repeats)); the stage
+logs ms per image-forward for each model so the grid can be sized (see params.yaml).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from leam import occlusion as occ
+from leam.cli import run_stage, stage_parser
+from leam.errors import LeamError, check_choice
+from leam.io import load_params, param, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from leam.models.registry import get_spec
+
+log = logging.getLogger("leam.occlusion")
+
+ALIGNED = Path("data/aligned")
+LEAM = Path("data/leam")
+WEIGHTS = Path("data/models")
+OUT = Path("data/occlusion")
+METRICS = Path("metrics/occlusion.json")
+EXAMPLES = 3
+DROP_COLUMNS = ["source", "target", "map", "threshold", "kind", "repeat", "image_id", "identity", "gender",
+                "clean", "occluded", "drop"]
+
+
+def _read_source(model: str, map_names: list[str]) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
+    folder = LEAM / model
+    for name in ("maps.npy", "layers.json", "meta.csv"):
+        if not (folder / name).is_file():
+            raise LeamError(f"missing {folder / name}: run `dvc repro leam@{model}` first")
+    layers = json.loads((folder / "layers.json").read_text(encoding="utf-8"))["layers"]
+    bad = [name for name in map_names if name not in layers]
+    if bad:
+        raise LeamError(f"occlusion.maps has {', '.join(map(repr, bad))} not computed for {model!r}; "
+                        f"choose from: {', '.join(layers)}")
+    maps = np.load(folder / "maps.npy", mmap_mode="r")
+    return pd.read_csv(folder / "meta.csv"), maps, [layers.index(name) for name in map_names]
+
+
+def _device(choice: str) -> torch.device:
+    check_choice("occlusion.device", choice, ("auto", "cpu", "cuda"))
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise LeamError("occlusion.device=cuda but no CUDA device is visible; use auto or cpu")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def main(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    params = load_params(args.params)
+    models = list(param(params, "models"))
+    threshold = float(param(params, "threshold"))
+    thresholds = sorted({float(t) for t in param(params, "occlusion.thresholds")} | {threshold})
+    map_names = list(param(params, "occlusion.maps"))
+    random_kinds = list(param(params, "occlusion.random"))
+    design_args = dict(thresholds=thresholds, fill=param(params, "occlusion.fill"), random_kinds=random_kinds,
+                       random_repeats=int(param(params, "occlusion.random_repeats")), seed=int(param(params, "seed")))
+    occ.Design(**design_args)  # validate params before any heavy work
+    transfer = bool(param(params, "occlusion.transfer", True))
+    device = _device(str(param(params, "occlusion.device", "auto")))
+    batch_size = int(param(params, "occlusion.batch_size"))
+
+    for name in ("frames.npy", "landmarks.npy", "index.csv"):
+        if not (ALIGNED / name).is_file():
+            raise LeamError(f"missing {ALIGNED / name}: run `dvc repro align` first")
+    frames = np.load(ALIGNED / "frames.npy", mmap_mode="r")
+    landmarks = np.load(ALIGNED / "landmarks.npy")
+    index = pd.read_csv(ALIGNED / "index.csv")
+    size = frames.shape[1]
+
+    sources = {model: _read_source(model, map_names) for model in models}
+    selection, dropped = occ.select_images(
+        index, {m: s[0] for m, s in sources.items()}, int(param(params, "occlusion.max_images_per_identity")),
+        seed=design_args["seed"], reference_policy=str(param(params, "leam.reference")))
+    if selection.empty:
+        raise LeamError("no image to occlude: every LEAM image lacks a reference or a map")
+    frame_rows = selection.frame_row.to_numpy()
+    guides = {model: {name: np.asarray(maps[selection[f"map_row_{model}"].to_numpy(), layer], dtype=np.float32)
+                      for name, layer in zip(map_names, layer_ids)}
+              for model, (_, maps, layer_ids) in sources.items()}
+    face_region = occ.face_region_from_landmarks(landmarks[frame_rows], size) if "face" in random_kinds else None
+    # Frames of the selected images and of their references only, so the memory map is read once.
+    needed = np.unique(np.concatenate([frame_rows, np.concatenate(selection.reference_rows.map(np.asarray).to_list())]))
+    local = {int(row): i for i, row in enumerate(needed)}
+    frames_local = np.asarray(frames[needed])
+    padding = float(param(params, "align.padding"))
+
+    timings: dict[str, occ.Timing] = {}
+    parts = []
+    for model in models:
+        spec = get_spec(model)
+        target = occ.Target(model, spec.load(WEIGHTS), spec.input_size,
+                            np.asarray(spec.input_warp(landmarks[needed], size, padding)))
+        design = occ.Design(**design_args, guides=guides if transfer else {model: guides[model]})
+        parts.append(occ.occlusion_drops(
+            frames_local, np.array([local[int(r)] for r in frame_rows]), selection.image_id.tolist(),
+            [[local[int(r)] for r in rows] for rows in selection.reference_rows], face_region, [target], design,
+            batch_size=batch_size, device=device, timings=timings))
+        log.info("target %s: %.1f ms per image-forward (%d images in %d forwards)", model,
+                 timings[model].ms_per_image, timings[model].images, timings[model].forwards)
+    drops = pd.concat(parts, ignore_index=True)
+    drops = drops.join(selection[["image_id", "identity", "gender"]], on="image")[DROP_COLUMNS]
+
+    per_image = occ.per_image_drops(drops)
+    summary = occ.summarize_drops(per_image, seed=design_args["seed"])
+    by_gender = occ.summarize_drops(per_image, by=["gender"], seed=design_args["seed"])
+    tests = pd.concat([occ.leam_vs_random(per_image).assign(gender="all"),
+                       occ.leam_vs_random(per_image, by=["gender"])], ignore_index=True)
+
+    write_csv_atomic(OUT / "drops.csv", drops)
+    write_csv_atomic(OUT / "summary.csv", summary)
+    write_csv_atomic(OUT / "by_gender.csv", by_gender)
+    write_csv_atomic(OUT / "tests.csv", tests)
+    _write_examples(frames_local, selection, frame_rows, local, guides, models[0], map_names[0], threshold,
+                    design_args["seed"], design_args["fill"])
+    metrics = occ.headline(summary, tests, threshold, map_names[0])
+    metrics.update({"n_images": int(len(selection)), "left_out": dropped,
+                    "discarded_random_face": int(drops[drops.kind == "random_face"].occluded.isna().sum()),
+                    "ms_per_image_forward": {m: round(t.ms_per_image, 3) for m, t in timings.items()},
+                    "seconds": round(time.perf_counter() - started, 1), "device": device.type})
+    write_json_atomic(METRICS, metrics)
+    head = metrics["models"].get(models[0], {})
+    log.info("occlusion: %d images, %d targets, thresholds %s, %.0f s; %s @%g: leam %.4f vs uniform %.4f vs face %.4f",
+             len(selection), len(models), thresholds, metrics["seconds"], models[0], threshold,
+             head.get("leam_drop", float("nan")), head.get("random_uniform_drop", float("nan")),
+             head.get("random_face_drop", float("nan")))
+
+
+def _write_examples(frames_local, selection, frame_rows, local, guides, source, map_name, threshold, seed, fill) -> None:
+    """Three example rows (first image of the first three identities), clean | LEAM | random."""
+    picks = selection.drop_duplicates("identity").index[:EXAMPLES]
+    for position in picks:
+        image_id = selection.image_id[position]
+        panel = occ.example_panel(frames_local[local[int(frame_rows[position])]], guides[source][map_name][position],
+                                  image_id, threshold, seed, fill)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise LeamError(f"cannot encode example image for {image_id}")
+        name = image_id.replace("/", "__")
+        write_bytes_atomic(OUT / "examples" / f"{name}.png", png.tobytes())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return stage_parser("occlusion", __doc__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage("occlusion", main, build_parser()))
