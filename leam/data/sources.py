@@ -160,7 +160,7 @@ def read_imdb_face(table: pd.DataFrame, location: str = "IMDb-Face CSV") -> tupl
     rect = table.rect.str.split(expand=True).reindex(columns=range(4)).apply(pd.to_numeric, errors="coerce")
     height = pd.to_numeric(table.height, errors="coerce")
     width = pd.to_numeric(table.width, errors="coerce")
-    names = table.name.str.strip()
+    names = table["name"].str.strip()
     identity = [_imdb_identity(n, i) for n, i in zip(names, table["index"])]
     files = [_safe_file_name(img if img.strip() else urllib.parse.urlparse(url).path)
              for img, url in zip(table.get("image", pd.Series([""] * len(table), dtype=str)), table.url)]
