@@ -1,0 +1,112 @@
+"""LEAM-parser correlation: exact shares on a hand-built map set, invariants on random ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leam.errors import LeamError
+from leam.metrics.correlation import (NUM_PARTS, PARTS, class_shares, effective_thresholds, label_fractions,
+                                      metrics_document, summarise_shares, tidy_shares, top_count)
+from leam.parsing.classes import CLASS_ID, NOT_LABELLED
+
+NOSE, SKIN, EYE = CLASS_ID["nose"], CLASS_ID["skin"], CLASS_ID["right_eye"]
+NL = PARTS.index("not_labelled")
+
+
+def _known_set():
+    """Frame 8x8, grid 4 (2x2 pixels a cell). Left half nose, right half skin, cell (0,0) not labelled,
+    top row of cell (1,1) eye. Image 0: layer 0 has four ranked cells, layer 1 is flat (all ties).
+    Image 1: an all-zero map (must be NaN, not ranked)."""
+    labels = np.full((2, 8, 8), SKIN, dtype=np.uint8)
+    labels[:, :, :4] = NOSE
+    labels[:, :2, :2] = NOT_LABELLED
+    labels[:, 2, 2:4] = EYE
+    maps = np.zeros((2, 2, 4, 4), dtype=np.float16)
+    maps[0, 0, 0, 0], maps[0, 0, 1, 1], maps[0, 0, 0, 3], maps[0, 0, 3, 3] = 4, 3, 2, 1
+    maps[0, 1] = 1.0
+    return labels, maps
+
+
+def test_label_fractions_are_exact_cell_areas():
+    labels, _ = _known_set()
+    fractions = label_fractions(labels, grid=4)
+    assert fractions.shape == (2, 16, NUM_PARTS)
+    np.testing.assert_allclose(fractions.sum(axis=2), 1.0)
+    assert fractions[0, 0, NL] == 1.0                       # cell (0,0)
+    assert fractions[0, 5, EYE] == 0.5 and fractions[0, 5, NOSE] == 0.5   # cell (1,1)
+    assert fractions[0, 3, SKIN] == 1.0
+
+
+def test_shares_on_known_maps():
+    labels, maps = _known_set()
+    shares, valid = class_shares(maps, label_fractions(labels, 4), [1 / 16, 0.125, 0.25, 1.0])
+    assert valid.tolist() == [[True, True], [False, False]]
+    assert np.isnan(shares[1]).all()
+    ranked, flat = shares[0, 0], shares[0, 1]
+    # top 1 of 16: the not-labelled cell
+    assert ranked[0, NL] == 1.0
+    # top 4 (t=0.25): not-labelled, half eye/half nose, skin, skin
+    expected = np.zeros(NUM_PARTS)
+    expected[[NL, EYE, NOSE, SKIN]] = [0.25, 0.125, 0.125, 0.5]
+    np.testing.assert_allclose(ranked[2], expected)
+    # t=1: weighted by activation 4:3:2:1
+    expected[[NL, EYE, NOSE, SKIN]] = [0.4, 0.15, 0.15, 0.3]
+    np.testing.assert_allclose(ranked[3], expected, atol=1e-6)
+    # flat map, t=0.125 -> 2 cells; ties go to the first cells in row-major order: (0,0) and (0,1)
+    expected[:] = 0
+    expected[[NL, NOSE]] = 0.5
+    np.testing.assert_allclose(flat[1], expected)
+    # flat map at t=1 reads the label areas: 4 + 2 + 26 + 32 pixels of 64
+    expected[[NL, EYE, NOSE, SKIN]] = np.array([4, 2, 26, 32]) / 64
+    np.testing.assert_allclose(flat[3], expected, atol=1e-6)
+
+
+def test_shares_sum_to_one_with_ties_and_not_labelled():
+    rng = np.random.default_rng(0)
+    labels = rng.choice([0, 2, 6, 8, 10, 12, 13, NOT_LABELLED], size=(5, 16, 16)).astype(np.uint8)
+    maps = rng.integers(0, 4, size=(5, 3, 8, 8)).astype(np.float16)   # many ties
+    maps[:, :, 0, 0] = 5                                              # never all-zero
+    thresholds = effective_thresholds([0.01, 0.05, 0.10, 0.25, 1.0], 0.01)
+    shares, valid = class_shares(maps, label_fractions(labels, 8), thresholds, chunk=2)
+    assert valid.all()
+    np.testing.assert_allclose(shares.sum(axis=3), 1.0, atol=1e-5)
+    # chunking never changes the result
+    again, _ = class_shares(maps, label_fractions(labels, 8, chunk=3), thresholds, chunk=5)
+    np.testing.assert_array_equal(shares, again)
+
+
+def test_thresholds_and_counts():
+    assert effective_thresholds([0.05, 0.01, 1.0, 0.05], 0.10) == [0.01, 0.05, 0.1, 1.0]
+    assert top_count(0.025, 100) == 3 and top_count(0.01, 12544) == 125 and top_count(1e-6, 16) == 1
+    with pytest.raises(LeamError, match="not valid"):
+        effective_thresholds([0.0, 0.5], 0.01)
+    with pytest.raises(LeamError, match="unknown class ids"):
+        label_fractions(np.full((1, 4, 4), 40, dtype=np.uint8), 2)
+    with pytest.raises(LeamError, match="do not match"):
+        class_shares(np.ones((1, 1, 4, 4)), np.ones((1, 4, NUM_PARTS)), [0.5])
+
+
+def test_tables_uniform_map_has_enrichment_one():
+    labels, maps = _known_set()
+    maps[0, 1] = 1.0
+    fractions = label_fractions(labels, 4)
+    thresholds = [0.25, 1.0]
+    shares, _ = class_shares(maps, fractions, thresholds)
+    meta = pd.DataFrame({"image_id": ["a/1", "b/1"], "identity": ["a", "b"], "gender": ["female", "male"]})
+    table = tidy_shares(shares, fractions.mean(axis=1), meta, "toy", ["layer1", "overall"], thresholds,
+                        keep_classes=["skin", "nose", "right_eye"])
+    assert set(table.image_id) == {"a/1"}                 # the all-zero map of b/1 is dropped
+    sums = table.groupby(["layer", "threshold", "level"])["share"].sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-6)
+    tables = summarise_shares(table, n_boot=50, seed=0)
+    flat = tables["enrichment"].query("layer == 'overall' and threshold == 1.0 and mean_area > 0")
+    np.testing.assert_allclose(flat["enrichment"].to_numpy(), 1.0, atol=1e-5)
+    ranked = tables["enrichment"].query("layer == 'layer1' and threshold == 0.25 and part == 'not_labelled'")
+    assert ranked["enrichment"].iloc[0] == pytest.approx(0.25 / (4 / 64))
+    doc = metrics_document(tables["shares_summary"], 0.25, {"toy": {"images": 1}})
+    assert doc["shares"]["toy"]["layer1"]["not_labelled"] == 0.25
+    # flat overall map at t=0.25: ties -> first row of cells: not labelled, nose, skin, skin
+    assert doc["headline"]["toy"]["nose"] == 0.25 and doc["headline"]["toy"]["skin"] == 0.5
+    assert set(doc["headline"]["toy"]) == {"nose", "eyes", "brows", "mouth", "skin", "not_labelled"}
