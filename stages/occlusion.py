@@ -61,7 +61,11 @@ def _read_source(model: str, map_names: list[str]) -> tuple[pd.DataFrame, np.nda
         raise LeamError(f"occlusion.maps has {', '.join(map(repr, bad))} not computed for {model!r}; "
                         f"choose from: {', '.join(layers)}")
     maps = np.load(folder / "maps.npy", mmap_mode="r")
-    return pd.read_csv(folder / "meta.csv"), maps, [layers.index(name) for name in map_names]
+    meta = pd.read_csv(folder / "meta.csv")
+    if maps.ndim != 4 or maps.shape[1] != len(layers) or (len(meta) and meta.row.max() >= maps.shape[0]):
+        raise LeamError(f"{folder / 'maps.npy'} has shape {maps.shape}, which does not match layers.json "
+                        f"({len(layers)} maps) and meta.csv ({len(meta)} rows); rerun `dvc repro leam@{model}`")
+    return meta, maps, [layers.index(name) for name in map_names]
 
 
 def _device(choice: str) -> torch.device:
@@ -153,8 +157,9 @@ def main(args: argparse.Namespace) -> None:
 
 
 def _write_examples(frames_local, selection, frame_rows, local, guides, source, map_name, threshold, seed, fill) -> None:
-    """Three example rows (first image of the first three identities), clean | LEAM | random."""
-    picks = selection.drop_duplicates("identity").index[:EXAMPLES]
+    """Three example rows (first image of distinct identities first), clean | LEAM | random."""
+    firsts = selection.drop_duplicates("identity").index.tolist()
+    picks = (firsts + [i for i in selection.index if i not in set(firsts)])[:EXAMPLES]
     for position in picks:
         image_id = selection.image_id[position]
         panel = occ.example_panel(frames_local[local[int(frame_rows[position])]], guides[source][map_name][position],
