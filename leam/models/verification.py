@@ -21,7 +21,7 @@ from leam.models.registry import ModelSpec
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 RGB frames (N, S, S, 3) -> float32 tensor (N, 3, S, S) with values 0..255."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    return torch.from_numpy(np.array(frames, dtype=np.uint8)).permute(0, 3, 1, 2).float()  # copy: frames may be a read-only memmap
 
 
 @torch.no_grad()
