@@ -94,3 +94,15 @@ def test_ground_cost_is_in_frame_pixels():
     cost = ground_cost(14, 224)
     assert cost.shape == (196, 196)
     assert cost[0, 1] == pytest.approx(16.0) and cost[0, 15] == pytest.approx(16.0 * np.sqrt(2))
+
+
+def test_face_mask_applies_before_top_fraction(photo_maps):
+    mask = np.zeros((112, 112), bool)
+    mask[28:84, 28:84] = True
+    masked = maps_to_distributions(photo_maps, grid=14, fraction=0.01, face_mask=mask)
+    assert masked.valid.all()  # the top-1% budget is spent inside the face, never lost to the background
+    cells = masked.probs.reshape(6, 14, 14)
+    assert cells[:, :3].sum() == 0 and cells[:, :, 11:].sum() == 0
+    inside = np.where(mask, photo_maps, 0)
+    expected = pool_area(np.where(top_fraction_mask(inside, 0.01), inside, 0), 14).reshape(6, -1)
+    np.testing.assert_allclose(masked.probs, expected / expected.sum(axis=1, keepdims=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -105,3 +107,100 @@ def test_tables_find_same_more_similar_on_photo_pairs(small_slice, photo_distrib
     scores["value"] = bc  # without the planted shift the groups must not separate that clearly
     _, _, plain = summary_tables(scores, n_boot=200, seed=0)
     assert plain[plain.gender == "all"].iloc[0].rank_biserial < headline.rank_biserial
+
+
+# ------------------------------------------------------------------------------------- end to end
+def make_fake_pipeline(root, small_slice, model: str = "fake_net") -> dict:
+    """A data/ tree like the upstream stages write, from the 24 sample photos (grey levels as 'maps').
+
+    Layers: ``grey`` (the photo), ``blurred`` (Gaussian blur of it) and ``overall`` (their mean); the last image's
+    maps are all zero (a map that must be excluded, not NaN). Labels: face class in the central square.
+    """
+    import json
+
+    from leam.parsing.classes import CLASS_ID
+
+    grey = np.stack([cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (112, 112), interpolation=cv2.INTER_AREA)
+                     for p in small_slice.abspath]).astype(np.float32)
+    blurred = np.stack([cv2.GaussianBlur(g, (0, 0), 6) for g in grey])
+    maps = np.stack([grey, blurred, (grey + blurred) / 2], axis=1)
+    maps[-1] = 0
+    image_ids = [f"{i}/{Path(f).stem}" for i, f in zip(small_slice.identity, small_slice.file)]
+    folder = root / "leam" / model
+    folder.mkdir(parents=True)
+    np.save(folder / "maps.npy", maps.astype(np.float16))
+    (folder / "layers.json").write_text(json.dumps({"model": model, "layers": ["grey", "blurred", "overall"],
+                                                    "grid": 112, "frame_size": 224}))
+    pd.DataFrame({"row": range(24), "image_id": image_ids, "identity": small_slice.identity,
+                  "gender": small_slice.gender, "reference_image_id": image_ids, "cosine": 0.9}
+                 ).to_csv(folder / "meta.csv", index=False)
+    labels = np.full((24, 224, 224), CLASS_ID["background"], np.uint8)
+    labels[:, 40:184, 40:184] = CLASS_ID["skin"]
+    (root / "parsing").mkdir()
+    np.save(root / "parsing" / "labels.npy", labels)
+    (root / "aligned").mkdir()
+    pd.DataFrame({"row": range(24), "image_id": image_ids}).to_csv(root / "aligned" / "index.csv", index=False)
+    return {"model": model, "image_ids": image_ids, "grey": grey}
+
+
+def write_params(root, model: str, **similarity) -> Path:
+    import yaml
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["models"] = [model]
+    params["similarity"].update({"bootstrap": 50, "workers": 1, **similarity})
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_similarity_stage_end_to_end(tmp_path, small_slice):
+    from stages.similarity import build_parser, main, run_stage
+
+    fake = make_fake_pipeline(tmp_path, small_slice)
+    params = write_params(tmp_path, fake["model"], face_mask=True)
+    argv = ["--params", str(params), "--leam-dir", str(tmp_path / "leam"), "--parsing-dir", str(tmp_path / "parsing"),
+            "--aligned-dir", str(tmp_path / "aligned"), "--out", str(tmp_path / "out"),
+            "--metrics", str(tmp_path / "similarity.json"), "--no-progress"]
+    assert run_stage("similarity", main, build_parser(), argv) == 0
+    out = tmp_path / "out"
+    pairs, scores = pd.read_csv(out / "pairs.csv"), pd.read_csv(out / "scores.csv")
+    assert (pairs.pair_type == SAME).sum() == 24 and (pairs.pair_type == DIFFERENT).sum() == 24
+    assert set(scores.threshold) == {0.01, 0.05, 0.1, 1.0} and scores.value.notna().all()
+    emd = scores[scores.metric == "emd"]
+    assert set(emd.layer) == {"overall"} and set(emd.threshold) == {0.01} and (emd.value >= 0).all()
+    exclusions = pd.read_csv(out / "exclusions.csv")
+    assert (exclusions.maps_excluded == 1).all()  # the all-zero last image, in every layer and variant
+    assert (exclusions.pairs_dropped == ((pairs.image_a == fake["image_ids"][-1]) | (pairs.image_b == fake["image_ids"][-1])).sum()).all()
+    # BC written for grey maps at top 5% equals BC recomputed from the photo directly, with the face mask
+    rows = scores[(scores.layer == "grey") & (scores.threshold == 0.05) & (scores.metric == "bc")].merge(pairs, on=["model", "pair_id"])
+    mask = np.zeros((112, 112), bool)
+    mask[20:92, 20:92] = True
+    dist = maps_to_distributions(fake["grey"].astype(np.float16).astype(np.float32), 14, fraction=0.05, face_mask=mask)
+    index = {image: i for i, image in enumerate(fake["image_ids"])}
+    first = rows.iloc[0]
+    expected = np.sum(np.sqrt(dist.probs[index[first.image_a]] * dist.probs[index[first.image_b]]))
+    assert first.value == pytest.approx(expected, abs=2e-6)
+    tests = pd.read_csv(out / "tests.csv")
+    assert set(tests.gender) == {"all", "female", "male"} and tests.p_value.between(0, 1).all()
+    by_gender = pd.read_csv(out / "by_gender.csv")
+    assert {"female-female", "male-male", "mixed"} <= set(by_gender.gender_group)
+    metrics = __import__("json").loads((tmp_path / "similarity.json").read_text())
+    assert metrics["grid"] == 14 and metrics["cell_size_px"] == 16.0 and "pixels" in metrics["ground_metric"]
+    headline = metrics["models"][fake["model"]]["layers"]["overall"]
+    assert set(headline) == {"bc_top", "bc_full", "emd_top"}
+    assert headline["bc_top"]["same_ci"][0] <= headline["bc_top"]["same_mean"] <= headline["bc_top"]["same_ci"][1]
+
+
+def test_similarity_stage_bad_input_is_one_line_error(tmp_path, small_slice, capsys):
+    from stages.similarity import build_parser, main, run_stage
+
+    fake = make_fake_pipeline(tmp_path, small_slice)
+    argv = ["--leam-dir", str(tmp_path / "leam"), "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")]
+    params = write_params(tmp_path, fake["model"], grid=10)
+    assert run_stage("similarity", main, build_parser(), ["--params", str(params), *argv]) == 2
+    assert "similarity.grid=10 must divide the map size 112" in capsys.readouterr().err
+    params = write_params(tmp_path, "no_such_model")
+    assert run_stage("similarity", main, build_parser(), ["--params", str(params), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing LEAM output(s) for model 'no_such_model'" in err[0]

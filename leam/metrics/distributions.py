@@ -6,13 +6,13 @@ a discrete probability distribution. The recipe, applied in this order to raw st
 
 1. negative-value policy (``similarity.negative_policy``): ``clip`` sets negative values to 0, ``abs``
    takes absolute values (raw maps should be non-negative already; the policy makes it explicit);
-2. optional top-t selection (fraction t of the G x G pixels, computed at full resolution *before*
-   pooling): the t * G * G most relevant pixels are kept, the rest set to 0. Ties at the cut are broken
-   deterministically in favour of the lower row-major pixel index, so the result never depends on the
-   sort algorithm. t = 1 keeps the full map;
-3. optional face mask (``similarity.face_mask``): pixels outside the face region are set to 0 (top-t is
-   taken over the whole frame first, so t keeps its meaning of "fraction of the frame's most relevant
-   pixels", the same as in the correlate stage);
+2. optional face mask (``similarity.face_mask``): pixels outside the face region are set to 0, so the
+   next step picks the most relevant pixels *of the face* (masking after top-t would throw away the part
+   of the t budget that fell on background and exclude many maps outright);
+3. optional top-t selection (fraction t of the G x G pixels, computed at full resolution *before*
+   pooling): the ceil(t * G * G) most relevant pixels are kept, the rest set to 0 (the same pixel count
+   with or without the mask). Ties at the cut are broken deterministically in favour of the lower
+   row-major pixel index, so the result never depends on the sort algorithm. t = 1 keeps the full map;
 4. area-average pooling to ``grid`` x ``grid`` cells (G must be a multiple of ``grid``);
 5. normalisation to sum 1. A map with no mass left is *excluded* (``valid`` is False) and counted,
    never turned into NaNs.
@@ -76,10 +76,13 @@ def top_fraction_mask(maps: np.ndarray, fraction: float) -> np.ndarray:
     if k >= flat.shape[1]:
         return np.ones(maps.shape, dtype=bool)
     cut = np.partition(flat, flat.shape[1] - k, axis=1)[:, flat.shape[1] - k][:, None]  # k-th largest
-    above = flat > cut
-    at_cut = flat == cut
-    needed = k - above.sum(axis=1, keepdims=True)  # how many tied pixels still fit
-    keep = above | (at_cut & (np.cumsum(at_cut, axis=1) <= needed))
+    keep = flat >= cut
+    surplus = keep.sum(axis=1) > k  # rows with more pixels tied at the cut than fit
+    if surplus.any():
+        rows = flat[surplus]
+        at_cut = rows == cut[surplus]
+        needed = k - (rows > cut[surplus]).sum(axis=1, keepdims=True)  # how many tied pixels still fit
+        keep[surplus] = (rows > cut[surplus]) | (at_cut & (np.cumsum(at_cut, axis=1) <= needed))
     return keep.reshape(maps.shape)
 
 
@@ -105,13 +108,13 @@ def maps_to_distributions(maps: np.ndarray, grid: int, negative_policy: str = "c
     maps = apply_negative_policy(maps, negative_policy)
     if maps.ndim != 3:
         raise LeamError(f"maps must have shape (N, G, G), got {maps.shape}")
-    if fraction < 1.0:
-        maps = np.where(top_fraction_mask(maps, fraction), maps, 0.0)
     if face_mask is not None:
         face_mask = np.asarray(face_mask, dtype=bool)
-        if face_mask.shape[-2:] != maps.shape[-2:]:
+        if face_mask.shape[-2:] != maps.shape[-2:] or face_mask.ndim == 3 and face_mask.shape[0] != maps.shape[0]:
             raise LeamError(f"face mask shape {face_mask.shape} does not match the maps {maps.shape}")
-        maps = np.where(face_mask, maps, 0.0)
+        maps = np.where(face_mask, maps, np.float32(0.0))
+    if fraction < 1.0:
+        maps = np.where(top_fraction_mask(maps, fraction), maps, np.float32(0.0))
     pooled = pool_area(maps, grid).reshape(maps.shape[0], grid * grid)
     mass = pooled.sum(axis=1, keepdims=True)
     valid = mass[:, 0] > 0
@@ -153,3 +156,15 @@ def face_mask_from_labels(labels: np.ndarray, face_ids, map_size: int) -> np.nda
     step = size // map_size
     share = is_face.reshape(n, map_size, step, map_size, step).mean(axis=(2, 4))
     return share >= 0.5
+
+
+NON_FACE_CLASSES = ("background", "neck", "cloth", "hat", "earring", "necklace")
+"""Canonical classes outside the face region; every other labelled class (skin, brows, eyes, ears, nose,
+mouth, lips, hair, eyeglasses) counts as face. Unlabelled pixels (255) are never face."""
+
+
+def face_class_ids() -> set[int]:
+    """Canonical ids (``leam.parsing.classes``) of the face region used by ``similarity.face_mask``."""
+    from leam.parsing.classes import CLASSES
+
+    return {index for index, name in enumerate(CLASSES) if name not in NON_FACE_CLASSES}
