@@ -43,3 +43,19 @@ def small_slice(mirror_manifest: pd.DataFrame, faces_mirror: Path) -> pd.DataFra
             .sort_values(["identity", "file"]).groupby("identity").head(3).reset_index(drop=True))
     rows["abspath"] = [str(faces_mirror / f) for f in rows.file]
     return rows
+
+
+@pytest.fixture(scope="session")
+def aligned_small(small_slice: pd.DataFrame):
+    """``small_slice`` aligned with the repository's ``align`` params (in one process).
+
+    Returns ``(result, rows)``: the ``leam.align.AlignmentResult`` and the kept rows of ``small_slice``
+    (reset index; row i belongs to ``result.frames[i]``).
+    """
+    from leam.align import align_images
+    from leam.io import load_params
+
+    align_params = dict(load_params(REPO_ROOT / "params.yaml")["align"], workers=1)
+    result = align_images(list(small_slice.abspath), progress=False, **align_params)
+    rows = small_slice.iloc[result.kept].reset_index(drop=True)
+    return result, rows

@@ -1,0 +1,170 @@
+"""Stage `align`: one canonical analysis frame per face photo.
+
+Reads data/faces/index.csv (image_id, identity, gender, path, sha256, source; paths relative to the
+repository root or absolute), detects the face with dlib (HOG or CNN), finds its 68 landmarks and
+warps the photo into dlib's face chip of align.frame_size pixels with align.padding: eyes level,
+face vertically symmetric and centred.
+
+Writes (see docs/ARCHITECTURE.md):
+  data/aligned/frames.npy       uint8 (N, S, S, 3) RGB
+  data/aligned/landmarks.npy    float32 (N, 68, 2) x, y in frame pixels
+  data/aligned/transforms.npy   float64 (N, 2, 3) original pixels -> frame pixels
+  data/aligned/index.csv        kept rows of the faces index + `row`
+  data/aligned/discards.csv     image_id, path, reason (this stage's and the faces stage's discards)
+  data/aligned/examples/*.png   first aligned image of the first few identities
+  metrics/data.json             identities, images, kept, discarded (by reason, by gender)
+
+Every input image is either kept or listed in discards.csv with a reason: missing, not_an_image,
+too_large, unreadable, no_face, multiple_faces (and the faces stage's own reasons).
+
+Params: align.frame_size, align.padding, align.detector (hog|cnn), align.upsample, align.max_side,
+align.max_pixels, align.multiple_faces (discard|largest|largest_if_dominant), align.dominance_ratio,
+align.workers.
+
+Example: python -m stages.align --examples 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pandas as pd
+
+from leam import io
+from leam.align import align_images
+from leam.cli import run_stage, stage_parser
+from leam.errors import LeamError
+
+log = logging.getLogger("leam.align")
+
+INDEX_COLUMNS = ("image_id", "identity", "gender", "path", "sha256", "source")
+DISCARD_COLUMNS = ["image_id", "path", "reason"]
+
+
+def read_faces_index(path: Path) -> pd.DataFrame:
+    """The faces stage's index; a missing file or missing columns is a one-line error."""
+    if not path.is_file():
+        raise LeamError(f"faces index not found: {path} (run `dvc repro faces` first)")
+    index = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise LeamError(f"{path} lacks columns {', '.join(missing)}; expected {', '.join(INDEX_COLUMNS)}")
+    if index.image_id.duplicated().any():
+        raise LeamError(f"{path} has duplicate image_id {index.image_id[index.image_id.duplicated()].iloc[0]!r}")
+    return index.reset_index(drop=True)
+
+
+def resolve(path: str, root: Path) -> str:
+    """Absolute paths stay; relative ones are taken from the repository root."""
+    candidate = Path(path)
+    return str(candidate if candidate.is_absolute() else root / candidate)
+
+
+def read_upstream_discards(faces_dir: Path) -> pd.DataFrame:
+    """Download/checksum discards recorded by the faces stage (empty when it recorded none)."""
+    path = faces_dir / "discards.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=DISCARD_COLUMNS)
+    upstream = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in DISCARD_COLUMNS if c not in upstream.columns]
+    if missing:
+        raise LeamError(f"{path} lacks columns {', '.join(missing)}")
+    return upstream[DISCARD_COLUMNS]
+
+
+def data_metrics(index: pd.DataFrame, kept: pd.DataFrame, discards: pd.DataFrame,
+                 faces_summary: dict | None) -> dict:
+    """Counts for metrics/data.json: totals, discards by reason, and per gender."""
+    identity_gender = dict(zip(index.identity, index.gender))
+    discard_identity = discards.image_id.str.split("/").str[0]
+    discard_gender = discard_identity.map(identity_gender).fillna("unknown")
+    metrics = {
+        "identities": int(pd.concat([index.identity, discard_identity]).nunique()),
+        "images": int(len(kept) + len(discards)),
+        "kept": int(len(kept)),
+        "kept_identities": int(kept.identity.nunique()),
+        "discarded": int(len(discards)),
+        "discarded_by_reason": {k: int(v) for k, v in discards.reason.value_counts().sort_index().items()},
+        "by_gender": {},
+    }
+    for gender in sorted(set(index.gender) | set(discard_gender)):
+        kept_g = kept[kept.gender == gender]
+        discarded_g = int((discard_gender == gender).sum())
+        metrics["by_gender"][gender] = {
+            "identities": int(kept_g.identity.nunique()),
+            "images": int(len(kept_g) + discarded_g),
+            "kept": int(len(kept_g)),
+            "discarded": discarded_g,
+        }
+    if faces_summary:
+        metrics["faces"] = {k: v for k, v in faces_summary.items() if isinstance(v, (int, float, str, bool))}
+    return metrics
+
+
+def write_examples(folder: Path, kept: pd.DataFrame, frames, count: int) -> list[Path]:
+    """First aligned image of the first ``count`` identities as PNG (for the report)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    written = []
+    for _, row in kept.groupby("identity", sort=True).head(1).head(count).iterrows():
+        target = folder / f"{row.image_id.replace('/', '__')}.png"
+        ok, png = cv2.imencode(".png", cv2.cvtColor(frames[int(row.row)], cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise LeamError(f"cannot encode example {target}")
+        io.write_bytes_atomic(target, png.tobytes())
+        written.append(target)
+    return written
+
+
+def main(args: argparse.Namespace) -> None:
+    params = io.load_params(args.params)
+    align_params = {key: io.param(params, f"align.{key}") for key in (
+        "frame_size", "padding", "detector", "upsample", "max_side", "max_pixels", "multiple_faces",
+        "dominance_ratio", "workers")}
+    index = read_faces_index(Path(args.index))
+    root = Path.cwd()
+    started = time.perf_counter()
+    result = align_images([resolve(p_, root) for p_ in index.path], progress=sys.stderr.isatty(), **align_params)
+    seconds = time.perf_counter() - started
+
+    kept = index.iloc[result.kept].reset_index(drop=True)
+    kept.insert(0, "row", range(len(kept)))
+    ours = pd.DataFrame([(index.image_id[i], index.path[i], reason) for i, reason in result.discards],
+                        columns=DISCARD_COLUMNS)
+    discards = pd.concat([read_upstream_discards(Path(args.faces_dir)), ours], ignore_index=True)
+    summary_path = Path(args.faces_dir) / "summary.json"
+    faces_summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+
+    out = Path(args.out)
+    io.save_npy_atomic(out / "frames.npy", result.frames)
+    io.save_npy_atomic(out / "landmarks.npy", result.landmarks)
+    io.save_npy_atomic(out / "transforms.npy", result.transforms)
+    io.write_csv_atomic(out / "index.csv", kept[["row", *INDEX_COLUMNS]])
+    io.write_csv_atomic(out / "discards.csv", discards)
+    write_examples(out / "examples", kept, result.frames, args.examples)
+    metrics = data_metrics(index, kept, discards, faces_summary)
+    io.write_json_atomic(args.metrics, metrics)
+    log.info("aligned %d of %d images of %d identities in %.1f s; discarded %s", len(kept), len(index),
+             index.identity.nunique(), seconds, metrics["discarded_by_reason"] or "none")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("align", __doc__)
+    parser.add_argument("--index", default="data/faces/index.csv", help="faces index (default: %(default)s)")
+    parser.add_argument("--faces-dir", default="data/faces",
+                        help="faces stage folder with optional discards.csv, summary.json (default: %(default)s)")
+    parser.add_argument("--out", default="data/aligned", help="output folder (default: %(default)s)")
+    parser.add_argument("--metrics", default="metrics/data.json", help="metrics file (default: %(default)s)")
+    parser.add_argument("--examples", type=int, default=6, help="identities with an example PNG (default: 6)")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("align", main, build_parser()))
