@@ -110,3 +110,60 @@ def test_tables_uniform_map_has_enrichment_one():
     # flat overall map at t=0.25: ties -> first row of cells: not labelled, nose, skin, skin
     assert doc["headline"]["toy"]["nose"] == 0.25 and doc["headline"]["toy"]["skin"] == 0.5
     assert set(doc["headline"]["toy"]) == {"nose", "eyes", "brows", "mouth", "skin", "not_labelled"}
+
+
+def test_parse_and_correlate_stages_end_to_end(aligned_small, tmp_path, capsys):
+    """Real faces through both stages; a map peaked on the nose tip puts most top-1% mass on the nose."""
+    import json
+
+    import yaml
+
+    from leam.io import load_params
+    from stages import correlate, parse
+    from tests.conftest import REPO_ROOT
+
+    result, rows = aligned_small
+    n = 8
+    aligned = tmp_path / "aligned"
+    aligned.mkdir()
+    np.save(aligned / "frames.npy", result.frames[:n])
+    np.save(aligned / "landmarks.npy", result.landmarks[:n])
+    index = pd.DataFrame({"row": np.arange(n), "image_id": [f"{r.identity}/{i}" for i, r in enumerate(rows.head(n).itertuples())],
+                          "identity": rows.identity[:n], "gender": rows.gender[:n]})
+    index.to_csv(aligned / "index.csv", index=False)
+    params = load_params(REPO_ROOT / "params.yaml")
+    params.update(models=["toy"], correlate={"thresholds": [0.05, 1.0], "bootstrap": 20})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    common = ["--params", str(tmp_path / "params.yaml")]
+    assert parse.run_stage("parse", parse.main, parse.build_parser(),
+                           common + ["--aligned-dir", str(aligned), "--out", str(tmp_path / "parsing")]) == 0
+    labels = np.load(tmp_path / "parsing" / "labels.npy")
+    assert labels.shape == (n, 224, 224) and len(list((tmp_path / "parsing" / "examples").glob("*.png"))) > 0
+
+    grid = 112
+    yy, xx = np.mgrid[0:grid, 0:grid]
+    tip = (result.landmarks[:n, 30] - 0.5) / 2                      # frame pixels -> map cells
+    blob = np.exp(-((xx - tip[:, :1, None]) ** 2 + (yy - tip[:, 1:, None]) ** 2) / 2.0)
+    leam_dir = tmp_path / "leam" / "toy"
+    leam_dir.mkdir(parents=True)
+    np.save(leam_dir / "maps.npy", np.stack([blob, blob], 1).astype(np.float16))
+    (leam_dir / "layers.json").write_text(json.dumps({"layers": ["layer1", "overall"]}))
+    index.assign(reference_image_id="", cosine=1.0).to_csv(leam_dir / "meta.csv", index=False)
+    out = tmp_path / "corr"
+    assert correlate.run_stage("correlate", correlate.main, correlate.build_parser(),
+                               common + ["--leam-dir", str(tmp_path / "leam"), "--parsing-dir", str(tmp_path / "parsing"),
+                                         "--out", str(out), "--metrics", str(tmp_path / "corr.json"), "--no-progress"]) == 0
+    doc = json.loads((tmp_path / "corr.json").read_text())
+    assert doc["thresholds"] == [0.01, 0.05, 1.0]
+    headline = doc["headline"]["toy"]
+    assert headline["nose"] > 0.5 and headline["nose"] == max(headline.values())
+    per_image = pd.read_csv(out / "shares_per_image.csv")
+    sums = per_image[per_image.level == "class"].groupby(["image_id", "layer", "threshold"]).share.sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-4)
+    enrichment = pd.read_csv(out / "enrichment.csv").query("part == 'nose' and threshold == 0.01")
+    assert (enrichment.enrichment > 10).all()
+
+    capsys.readouterr()
+    code = correlate.run_stage("correlate", correlate.main, correlate.build_parser(),
+                               common + ["--parsing-dir", str(tmp_path / "missing")])
+    assert code == 2 and capsys.readouterr().err.strip().count("\n") == 0

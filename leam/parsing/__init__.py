@@ -19,7 +19,7 @@ from leam.parsing.landmarks import LandmarkParserConfig, ParseResult, parse_land
 BACKENDS = ("landmarks", "farl")
 
 __all__ = ["BACKENDS", "CLASSES", "NOT_LABELLED", "LandmarkParserConfig", "ParseResult", "class_table",
-           "parse_frames", "parse_landmarks"]
+           "label_overlay", "parse_frames", "parse_landmarks"]
 
 
 def parse_frames(backend: str, frames: np.ndarray, landmarks: np.ndarray, settings: dict,
@@ -36,3 +36,14 @@ def parse_frames(backend: str, frames: np.ndarray, landmarks: np.ndarray, settin
                               settings.get("farl_sha256", ""), cache_dir,
                               device=settings.get("device", "cpu"), batch_size=int(settings.get("batch_size", 8)))
     return parser.parse(frames, landmarks)
+
+
+def label_overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """RGB (S, S, 3) uint8 frame with each labelled pixel blended with its class colour; 255 stays as is."""
+    from leam.parsing.classes import PALETTE
+
+    out = np.asarray(frame).copy()
+    labelled = labels != NOT_LABELLED
+    colours = PALETTE[np.minimum(labels[labelled], len(PALETTE) - 1)].astype(np.float32)
+    out[labelled] = np.round((1 - alpha) * out[labelled] + alpha * colours).astype(np.uint8)
+    return out
