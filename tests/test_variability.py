@@ -98,7 +98,10 @@ def test_variability_stage_end_to_end(tmp_path, small_slice):
     assert set(summary.gender) == {"all", "female", "male"} and set(summary.measure) == {"map_cv", "map_cv_weighted", "share_cv"}
     metrics = json.loads((tmp_path / "variability.json").read_text())
     overall = metrics["models"][fake["model"]]["overall"]
-    assert overall["map_cv_top"]["all"]["n"] == 8 and set(overall["share_cv_mean"]) == {"nose", "eyes"}
+    assert overall["map_cv_full"]["all"]["n"] == 8 and set(overall["share_cv_mean"]) == {"nose", "eyes"}
+    top = per_identity[(per_identity.layer == "overall") & (per_identity.threshold == 0.01)]
+    assert overall["map_cv_top"]["all"]["n"] == top.map_cv.notna().sum()
+    assert overall["map_cv_top"]["all"]["mean"] == pytest.approx(top.map_cv.mean())
 
 
 def test_variability_stage_missing_shares_is_one_line_error(tmp_path, small_slice, capsys):
