@@ -21,6 +21,8 @@ import yaml
 from leam.errors import LeamError
 
 PARAMS_FILE = Path("params.yaml")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -33,6 +35,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give outputs the usual permissions
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
