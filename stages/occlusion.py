@@ -15,8 +15,11 @@ source and map are `none`.
 
 Params: threshold, seed, models, align.padding, leam.reference, occlusion.* (thresholds, maps, fill, random,
 random_repeats, max_images_per_identity, batch_size, transfer, device).
-Cost: forwards per image = targets x (1 + thresholds x (sources x maps + random kinds x repeats)); the stage
-logs ms per image-forward for each model so the grid can be sized (see params.yaml).
+Transfer (occlusion.transfer: true): maps of every source occlude every target; source = target uses every map
+of occlusion.maps, source != target only the first one (normally `overall`). A layer a model lacks is skipped
+for it (layer names differ between models).
+Cost: image-forwards per image and target = 1 + thresholds x (maps + (sources - 1) + random kinds x repeats);
+the stage logs and writes ms per image-forward for each model so the grid can be sized (see params.yaml).
 """
 
 from __future__ import annotations
@@ -50,22 +53,26 @@ DROP_COLUMNS = ["source", "target", "map", "threshold", "kind", "repeat", "image
                 "clean", "occluded", "drop"]
 
 
-def _read_source(model: str, map_names: list[str]) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
+def _read_source(model: str, map_names: list[str]) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+    """meta.csv, the memory-mapped maps and {map name: index} for the requested maps this model has.
+
+    Layer names differ between models, so a requested layer a model lacks is skipped for that model
+    (logged and counted); the first map (the transfer map, normally ``overall``) is required.
+    """
     folder = LEAM / model
     for name in ("maps.npy", "layers.json", "meta.csv"):
         if not (folder / name).is_file():
             raise LeamError(f"missing {folder / name}: run `dvc repro leam@{model}` first")
     layers = json.loads((folder / "layers.json").read_text(encoding="utf-8"))["layers"]
-    bad = [name for name in map_names if name not in layers]
-    if bad:
-        raise LeamError(f"occlusion.maps has {', '.join(map(repr, bad))} not computed for {model!r}; "
+    if map_names[0] not in layers:
+        raise LeamError(f"occlusion.maps[0]={map_names[0]!r} (the transfer map) is not computed for {model!r}; "
                         f"choose from: {', '.join(layers)}")
     maps = np.load(folder / "maps.npy", mmap_mode="r")
     meta = pd.read_csv(folder / "meta.csv")
     if maps.ndim != 4 or maps.shape[1] != len(layers) or (len(meta) and meta.row.max() >= maps.shape[0]):
         raise LeamError(f"{folder / 'maps.npy'} has shape {maps.shape}, which does not match layers.json "
                         f"({len(layers)} maps) and meta.csv ({len(meta)} rows); rerun `dvc repro leam@{model}`")
-    return meta, maps, [layers.index(name) for name in map_names]
+    return meta, maps, {name: layers.index(name) for name in map_names if name in layers}
 
 
 def _device(choice: str) -> torch.device:
@@ -98,7 +105,17 @@ def main(args: argparse.Namespace) -> None:
     index = pd.read_csv(ALIGNED / "index.csv")
     size = frames.shape[1]
 
+    if not map_names:
+        raise LeamError("occlusion.maps is empty; name at least one map, e.g. [overall]")
     sources = {model: _read_source(model, map_names) for model in models}
+    skipped = {model: [n for n in map_names if n not in s[2]] for model, s in sources.items()}
+    unknown = [n for n in map_names if all(n in names for names in skipped.values())]
+    if unknown:
+        raise LeamError(f"occlusion.maps has {', '.join(map(repr, unknown))}, computed for no model; "
+                        f"maps of {models[0]!r}: {', '.join(sources[models[0]][2])} (see data/leam/*/layers.json)")
+    for model, names in skipped.items():
+        if names:
+            log.warning("source %s has no map %s: skipped for it", model, ", ".join(names))
     selection, dropped = occ.select_images(
         index, {m: s[0] for m, s in sources.items()}, int(param(params, "occlusion.max_images_per_identity")),
         seed=design_args["seed"], reference_policy=str(param(params, "leam.reference")))
@@ -106,7 +123,7 @@ def main(args: argparse.Namespace) -> None:
         raise LeamError("no image to occlude: every LEAM image lacks a reference or a map")
     frame_rows = selection.frame_row.to_numpy()
     guides = {model: {name: np.asarray(maps[selection[f"map_row_{model}"].to_numpy(), layer], dtype=np.float32)
-                      for name, layer in zip(map_names, layer_ids)}
+                      for name, layer in layer_ids.items()}
               for model, (_, maps, layer_ids) in sources.items()}
     face_region = occ.face_region_from_landmarks(landmarks[frame_rows], size) if "face" in random_kinds else None
     # Frames of the selected images and of their references only, so the memory map is read once.
@@ -121,7 +138,10 @@ def main(args: argparse.Namespace) -> None:
         spec = get_spec(model)
         target = occ.Target(model, spec.load(WEIGHTS), spec.input_size,
                             np.asarray(spec.input_warp(landmarks[needed], size, padding)))
-        design = occ.Design(**design_args, guides=guides if transfer else {model: guides[model]})
+        # Source = target: every map; source != target (transfer): the first map only, to bound the cost.
+        chosen = {source: (maps if source == model else {map_names[0]: maps[map_names[0]]})
+                  for source, maps in guides.items() if transfer or source == model}
+        design = occ.Design(**design_args, guides=chosen)
         parts.append(occ.occlusion_drops(
             frames_local, np.array([local[int(r)] for r in frame_rows]), selection.image_id.tolist(),
             [[local[int(r)] for r in rows] for rows in selection.reference_rows], face_region, [target], design,
@@ -145,6 +165,7 @@ def main(args: argparse.Namespace) -> None:
                     design_args["seed"], design_args["fill"])
     metrics = occ.headline(summary, tests, threshold, map_names[0])
     metrics.update({"n_images": int(len(selection)), "left_out": dropped,
+                    "maps_skipped": {m: n for m, n in skipped.items() if n},
                     "discarded_random_face": int(drops[drops.kind == "random_face"].occluded.isna().sum()),
                     "ms_per_image_forward": {m: round(t.ms_per_image, 3) for m, t in timings.items()},
                     "seconds": round(time.perf_counter() - started, 1), "device": device.type})

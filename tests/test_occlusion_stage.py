@@ -70,8 +70,10 @@ def test_stage_writes_tidy_tables_metrics_and_examples(workspace: Path) -> None:
     n = len(pd.read_csv(workspace / "data" / "aligned" / "index.csv"))
     thresholds = [0.0, 0.01, 0.05]  # occlusion.thresholds plus the top-level threshold
     assert sorted(drops.threshold.unique()) == thresholds
-    # per target: (2 sources x 2 maps + 2 random kinds x 2 repeats) rows per image and threshold
-    assert len(drops) == 2 * len(thresholds) * (2 * 2 + 2 * 2) * n
+    # per target: (own 2 maps + the other source's overall map + 2 random kinds x 2 repeats) per image and threshold
+    assert len(drops) == 2 * len(thresholds) * (2 + 1 + 2 * 2) * n
+    transfer = drops[(drops.kind == "leam") & (drops.source != drops.target)]
+    assert set(transfer["map"]) == {"overall"} and len(transfer) == 2 * len(thresholds) * n
     zero = drops[drops.threshold == 0.0]
     assert (zero["drop"] == 0).all()
     assert set(drops.kind) == {"leam", "random_uniform", "random_face"}
@@ -111,7 +113,8 @@ def test_stage_threshold_and_transfer_params(workspace: Path) -> None:
 
 @pytest.mark.parametrize("change, message", [
     ({"fill": "red"}, "occlusion.fill='red' is not valid"),
-    ({"maps": ["layer9"]}, "'layer9' not computed for 'tiny_a'"),
+    ({"maps": ["layer9"]}, "occlusion.maps[0]='layer9' (the transfer map) is not computed for 'tiny_a'"),
+    ({"maps": ["overall", "layer9"]}, "'layer9', computed for no model"),
     ({"device": "gpu"}, "occlusion.device='gpu' is not valid"),
 ])
 def test_stage_bad_params_are_one_line_errors(workspace: Path, capsys, change: dict, message: str) -> None:
@@ -127,3 +130,14 @@ def test_stage_missing_maps_names_the_stage_to_run(workspace: Path, capsys) -> N
     Path("data/leam/tiny_b/maps.npy").unlink()
     assert _run() == 2
     assert "dvc repro leam@tiny_b" in capsys.readouterr().err
+
+
+def test_stage_skips_a_layer_one_source_lacks(workspace: Path) -> None:
+    Path("data/leam/tiny_b/layers.json").write_text(json.dumps({"model": "tiny_b", "layers": ["conv9", "overall"]}))
+    assert _run() == 0
+    drops = pd.read_csv("data/occlusion/drops.csv")
+    leam = drops[drops.kind == "leam"]
+    assert set(leam[leam.source == "tiny_a"]["map"]) == {"overall", "features.2"}
+    assert set(leam[leam.source == "tiny_b"]["map"]) == {"overall"}
+    metrics = json.loads(Path("metrics/occlusion.json").read_text())
+    assert metrics["maps_skipped"] == {"tiny_b": ["features.2"]}
