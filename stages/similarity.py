@@ -121,11 +121,13 @@ def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, params: dict
 
     pairs = build_pairs(meta, float(param(params, "similarity.different_per_same")), int(param(params, "seed")))
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
-    scores, exclusions, timings = [], [], {"bc_s": 0.0, "emd_s": 0.0, "emd_pairs": 0}
+    scores, exclusions, timings = [], [], {"maps_s": 0.0, "bc_s": 0.0, "emd_s": 0.0, "emd_pairs": 0}
     for layer_index, layer in enumerate(names):
         layer_maps = np.asarray(maps[:, layer_index], dtype=np.float32)
         for fraction in variant_thresholds(params):
+            start = time.perf_counter()
             dist = maps_to_distributions(layer_maps, grid, policy, fraction, face_mask)
+            timings["maps_s"] += time.perf_counter() - start
             keep = dist.valid[a] & dist.valid[b]
             exclusions.append({"layer": layer, "threshold": fraction, "maps_excluded": dist.n_excluded,
                                "pairs_dropped": int((~keep).sum())})
@@ -173,6 +175,21 @@ def headline(summary: pd.DataFrame, tests: pd.DataFrame, model: str, threshold: 
     return out
 
 
+def json_safe(value):
+    """Replace NaN/inf (undefined statistics) by None so metrics files stay strict JSON for DVC."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 # ---------------------------------------------------------------------------------------------- stage
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
@@ -191,8 +208,9 @@ def main(args: argparse.Namespace) -> None:
                      if use_face_mask else None)
         pairs, scores, exclusions, timings = score_model(maps, layers, meta, params, face_mask,
                                                          progress=not args.no_progress)
-        log.info("%s: BC %.2f s, EMD %.1f s for %d pairs (%.0f pairs/s)", model, timings["bc_s"], timings["emd_s"],
-                 timings["emd_pairs"], timings["emd_pairs"] / max(timings["emd_s"], 1e-9))
+        log.info("%s: maps -> distributions %.1f s, BC %.2f s, EMD %.1f s for %d pairs (%.0f pairs/s)", model,
+                 timings["maps_s"], timings["bc_s"], timings["emd_s"], timings["emd_pairs"],
+                 timings["emd_pairs"] / max(timings["emd_s"], 1e-9))
         all_pairs.append(pairs.drop(columns=["a", "b"]).assign(model=model))
         all_scores.append(scores.assign(model=model))
         all_exclusions.append(exclusions.assign(model=model))
@@ -214,14 +232,16 @@ def main(args: argparse.Namespace) -> None:
     write_csv_atomic(out / "tests.csv", tests)
     exclusions = pd.concat(all_exclusions, ignore_index=True)
     write_csv_atomic(out / "exclusions.csv", exclusions[["model", "layer", "threshold", "maps_excluded", "pairs_dropped"]])
-    write_json_atomic(args.metrics, {
+    write_json_atomic(args.metrics, json_safe({
         "grid": grid, "cell_size_px": cell_size(frame_size, grid), "frame_size": frame_size,
         "ground_metric": GROUND_METRIC, "negative_policy": param(params, "similarity.negative_policy"),
         "face_mask": use_face_mask, "threshold": threshold,
         "pairing": f"all same-identity pairs; {param(params, 'similarity.different_per_same')} seeded "
                    f"different-identity pairs per same pair, per identity",
+        "emd_layers": list(param(params, "similarity.emd_layers", ["overall"])),
+        "emd_thresholds": sorted({threshold} | {float(t) for t in param(params, "similarity.emd_thresholds", [])}),
         "paper_bc_ranges": {k: list(v) for k, v in PAPER_BC_RANGES.items()},
-        "models": metrics_models})
+        "models": metrics_models}))
     top = tests[(tests.gender == "all") & (tests.metric == "bc") & np.isclose(tests.threshold, threshold)]
     log.info("similarity: %d models, %d pairs, %d scores; same > different BC (CIs apart) in %d/%d layers at top %.3g",
              len(models), len(pairs), len(scores), int(top.same_more_similar.sum()), len(top), threshold)

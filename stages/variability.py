@@ -44,7 +44,7 @@ from leam.errors import LeamError, check_choice
 from leam.io import load_params, param, write_csv_atomic, write_json_atomic
 from leam.metrics.distributions import maps_to_distributions, pool_area
 from leam.metrics.variability import gender_tests, map_variability, share_variability, summarize_by_gender
-from stages.similarity import load_face_masks, load_model_outputs
+from stages.similarity import json_safe, load_face_masks, load_model_outputs
 
 log = logging.getLogger("leam.variability")
 
@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> None:
     write_csv_atomic(out / "shares_per_identity.csv", share_cv)
     write_csv_atomic(out / "summary.csv", summary)
     write_csv_atomic(out / "tests.csv", tests)
-    write_json_atomic(args.metrics, metrics_document(summary, tests, params, region))
+    write_json_atomic(args.metrics, json_safe(metrics_document(summary, tests, params, region)))
     overall = summary[(summary.layer == "overall") & (summary.measure == "map_cv") & (summary.gender == "all")
                       & np.isclose(summary.threshold, threshold)]
     log.info("variability: %d models, %d persons, %d maps excluded (no mass), %d persons with < %d images skipped; "

@@ -204,3 +204,12 @@ def test_similarity_stage_bad_input_is_one_line_error(tmp_path, small_slice, cap
     assert run_stage("similarity", main, build_parser(), ["--params", str(params), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing LEAM output(s) for model 'no_such_model'" in err[0]
+
+
+def test_metrics_json_is_strict():
+    import json
+
+    from stages.similarity import json_safe
+
+    doc = json_safe({"p": np.float64("nan"), "ci": [np.float32(0.5), float("inf")], "ok": np.bool_(True), "n": np.int64(3)})
+    assert json.loads(json.dumps(doc, allow_nan=False)) == {"p": None, "ci": [0.5, None], "ok": True, "n": 3}

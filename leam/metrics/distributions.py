@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from leam.errors import LeamError, check_choice
 
@@ -65,7 +66,7 @@ def top_fraction_mask(maps: np.ndarray, fraction: float) -> np.ndarray:
     """Boolean mask (N, H, W) of the ``ceil(fraction * H * W)`` largest pixels of each map.
 
     Deterministic: among pixels equal to the cut value, the lowest row-major indices are kept, so exactly
-    k pixels are selected per map. Linear time (``np.partition``), no full sort.
+    k pixels are selected per map. No full sort: the cut value comes from ``torch.topk``.
     """
     if not 0.0 < fraction <= 1.0:
         raise LeamError(f"threshold fraction {fraction!r} must be in (0, 1]")
@@ -75,7 +76,10 @@ def top_fraction_mask(maps: np.ndarray, fraction: float) -> np.ndarray:
     k = max(1, math.ceil(fraction * flat.shape[1] - 1e-9))
     if k >= flat.shape[1]:
         return np.ones(maps.shape, dtype=bool)
-    cut = np.partition(flat, flat.shape[1] - k, axis=1)[:, flat.shape[1] - k][:, None]  # k-th largest
+    # k-th largest value per map; torch.topk stays fast when many values tie (np.partition degrades badly on
+    # masked maps full of zeros). Only the value is used: which tied pixels are kept is decided below.
+    values = torch.topk(torch.from_numpy(np.ascontiguousarray(flat)), k, dim=1, sorted=False).values
+    cut = values.min(dim=1).values.numpy()[:, None]
     keep = flat >= cut
     surplus = keep.sum(axis=1) > k  # rows with more pixels tied at the cut than fit
     if surplus.any():
