@@ -3,8 +3,8 @@
 Two coefficients of variation (CV = std / mean, sample std, across a person's images; see
 ``leam.metrics.variability``):
 
-- share CV: per face class, the CV of the class's share of the top-``threshold`` relevant pixels, from
-  ``data/correlation/shares_per_image.csv``;
+- share CV: per face class and region, the CV of its share of the top-``threshold`` relevant pixels,
+  from ``data/correlation/shares_per_image.csv``;
 - map CV: per grid cell, the CV of the person's pooled, normalised maps (same recipe as the similarity
   stage: ``similarity.grid``, ``similarity.negative_policy``, ``similarity.face_mask``), averaged over the
   person's face region (``variability.face_region``: ``parsing`` = cells that are face in at least half
@@ -19,7 +19,7 @@ test of women vs men.
 Reads  data/leam/<model>/{maps.npy,layers.json,meta.csv}, data/correlation/shares_per_image.csv,
        data/parsing/labels.npy + data/aligned/index.csv (face_region=parsing or similarity.face_mask)
 Writes data/variability/per_identity.csv          map CV per model/layer/threshold/person
-       data/variability/shares_per_identity.csv   share CV per model/layer/person/class
+       data/variability/shares_per_identity.csv   share CV per model/layer/person/level/part
        data/variability/summary.csv               mean CV with CI per measure, all and per gender
        data/variability/tests.csv                 female vs male per measure
        metrics/variability.json
@@ -114,10 +114,10 @@ def main(args: argparse.Namespace) -> None:
 
     long_maps = per_identity.melt(id_vars=["model", "layer", "threshold", "identity", "gender"],
                                   value_vars=["map_cv", "map_cv_weighted"], var_name="measure", value_name="cv")
-    long_maps["class"] = ""
+    long_maps["level"], long_maps["part"] = "map", ""
     long_shares = share_cv.assign(measure="share_cv", threshold=threshold)
     long_all = pd.concat([long_maps, long_shares[long_maps.columns]], ignore_index=True)
-    keys = ["model", "layer", "threshold", "measure", "class"]
+    keys = ["model", "layer", "threshold", "measure", "level", "part"]
     summary = summarize_by_gender(long_all, keys, "cv", n_boot=n_boot, seed=seed)
     tests = gender_tests(long_all, keys, "cv")
 
@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 def metrics_document(summary: pd.DataFrame, tests: pd.DataFrame, params: dict, region: str) -> dict:
-    """Small JSON: per model and layer, mean map CV (top-t and full) and mean share CV, all/female/male."""
+    """Small JSON: per model and layer, mean map CV (top-t and full, all/female/male) and mean share CV per part."""
     threshold = float(param(params, "threshold"))
     doc: dict = {"threshold": threshold, "grid": int(param(params, "similarity.grid")),
                  "negative_policy": param(params, "similarity.negative_policy"), "face_region": region,
@@ -153,7 +153,8 @@ def metrics_document(summary: pd.DataFrame, tests: pd.DataFrame, params: dict, r
             if not test.empty:
                 entry[name]["female_vs_male_p"] = test.iloc[0].p_value
         shares = rows[(rows.measure == "share_cv") & (rows.gender == "all")]
-        entry["share_cv_mean"] = {r["class"]: r["mean"] for _, r in shares.iterrows() if np.isfinite(r["mean"])}
+        for level, part in shares.groupby("level"):
+            entry[f"share_cv_{level}"] = {r["part"]: r["mean"] for _, r in part.iterrows() if np.isfinite(r["mean"])}
         doc["models"].setdefault(model, {})[layer] = entry
     return doc
 

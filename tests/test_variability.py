@@ -29,7 +29,7 @@ def test_share_variability_known_numbers():
         "identity": ["ann"] * 8, "gender": "female",
         "class": ["nose", "nose", "nose", "hair", "hair", "hair", "nose", "nose"],
         "share": [0.2, 0.4, 0.6, 0.0, 0.0, 0.0, 0.9, 0.1]})
-    table = share_variability(shares, 0.01).set_index("class")
+    table = share_variability(shares, 0.01).set_index("part")
     assert table.loc["nose", "n_images"] == 3 and table.loc["nose", "cv"] == pytest.approx(0.5)
     assert np.isnan(table.loc["hair", "cv"])  # never relevant: undefined, not 0 or inf
     with pytest.raises(LeamError, match="threshold=0.1 not in the correlation shares; available: 0.01, 0.05"):
@@ -67,9 +67,11 @@ def test_variability_stage_end_to_end(tmp_path, small_slice):
     fake = make_fake_pipeline(tmp_path, small_slice)
     rng = np.random.default_rng(1)
     shares = pd.DataFrame([{"model": fake["model"], "layer": "overall", "threshold": t, "image_id": image,
-                            "identity": ident, "gender": gender, "class": cls, "share": rng.random()}
+                            "identity": ident, "gender": gender, "level": level, "part": part, "share": rng.random(),
+                            "area": 0.1}
                            for t in (0.01, 0.05) for image, ident, gender in
-                           zip(fake["image_ids"], small_slice.identity, small_slice.gender) for cls in ("nose", "eyes")])
+                           zip(fake["image_ids"], small_slice.identity, small_slice.gender)
+                           for level, part in (("class", "nose"), ("class", "skin"), ("region", "eyes"))])
     shares.to_csv(tmp_path / "shares.csv", index=False)
     params = write_params(tmp_path, fake["model"])
     argv = ["--params", str(params), "--leam-dir", str(tmp_path / "leam"), "--shares", str(tmp_path / "shares.csv"),
@@ -91,14 +93,15 @@ def test_variability_stage_end_to_end(tmp_path, small_slice):
     # cells are at least half face except the 4 corners (a quarter)
     assert per_identity.n_cells.max() == 100 - 4
     shares_cv = pd.read_csv(tmp_path / "out" / "shares_per_identity.csv")
-    nose = shares[(shares.threshold == 0.01) & (shares["class"] == "nose") & (shares.identity == last)].share
-    row = shares_cv[(shares_cv.identity == last) & (shares_cv["class"] == "nose")].iloc[0]
+    nose = shares[(shares.threshold == 0.01) & (shares.part == "nose") & (shares.identity == last)].share
+    row = shares_cv[(shares_cv.identity == last) & (shares_cv.part == "nose")].iloc[0]
     assert row.cv == pytest.approx(nose.std(ddof=1) / nose.mean())
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert set(summary.gender) == {"all", "female", "male"} and set(summary.measure) == {"map_cv", "map_cv_weighted", "share_cv"}
     metrics = json.loads((tmp_path / "variability.json").read_text())
     overall = metrics["models"][fake["model"]]["overall"]
-    assert overall["map_cv_full"]["all"]["n"] == 8 and set(overall["share_cv_mean"]) == {"nose", "eyes"}
+    assert overall["map_cv_full"]["all"]["n"] == 8
+    assert set(overall["share_cv_class"]) == {"nose", "skin"} and set(overall["share_cv_region"]) == {"eyes"}
     top = per_identity[(per_identity.layer == "overall") & (per_identity.threshold == 0.01)]
     assert overall["map_cv_top"]["all"]["n"] == top.map_cv.notna().sum()
     assert overall["map_cv_top"]["all"]["mean"] == pytest.approx(top.map_cv.mean())

@@ -3,9 +3,9 @@
 How stable is what a network looks at across photos of one person? Two measures, both coefficients of
 variation CV = std / mean with the sample standard deviation (ddof=1) across that person's images:
 
-- share CV: for each face class, the CV of the class's share of the top-t most relevant pixels
+- share CV: for each face class and region, the CV of its share of the top-t most relevant pixels
   (``data/correlation/shares_per_image.csv`` at the top-level ``threshold``). Undefined (NaN, counted)
-  when the class never receives relevance for that person (mean 0).
+  when the part never receives relevance for that person (mean 0).
 - map CV: the maps themselves. Each image's map becomes a pooled, normalised distribution (grid cells,
   ``leam.metrics.distributions``); for each cell, CV over the person's images; ``map_cv`` is the unweighted
   mean of the cell CVs over the person's face region, ``map_cv_weighted`` the mass-weighted mean
@@ -48,16 +48,20 @@ def select_threshold(shares: pd.DataFrame, threshold: float) -> pd.DataFrame:
 
 
 def share_variability(shares: pd.DataFrame, threshold: float, min_images: int = 2) -> pd.DataFrame:
-    """Per model, layer, identity and class: n_images, mean_share, std_share (ddof=1), cv.
+    """Per model, layer, identity and part: n_images, mean_share, std_share (ddof=1), cv.
 
-    ``shares`` has columns model, layer, threshold, image_id, identity, gender, class, share (one row per
-    image and class). Identities with fewer than ``min_images`` images are dropped.
+    ``shares`` is the correlate stage's long table: model, layer, threshold, image_id, identity, gender,
+    ``level`` (``class`` or ``region``), ``part`` (class or region name), share; one row per image and part.
+    A table with a plain ``class`` column instead of level/part is read as level ``class``. Identities
+    with fewer than ``min_images`` images are dropped.
     """
-    missing = {"model", "layer", "threshold", "image_id", "identity", "gender", "class", "share"} - set(shares.columns)
+    if "part" not in shares.columns and "class" in shares.columns:
+        shares = shares.assign(level="class", part=shares["class"])
+    missing = {"model", "layer", "threshold", "image_id", "identity", "gender", "level", "part", "share"} - set(shares.columns)
     if missing:
         raise LeamError(f"shares table lacks columns: {', '.join(sorted(missing))}")
     rows = select_threshold(shares, threshold)
-    keys = ["model", "layer", "identity", "gender", "class"]
+    keys = ["model", "layer", "identity", "gender", "level", "part"]
     grouped = rows.groupby(keys, sort=True, dropna=False)["share"]
     table = grouped.agg(n_images="count", mean_share="mean", std_share="std").reset_index()
     table = table[table.n_images >= max(min_images, 2)].reset_index(drop=True)
