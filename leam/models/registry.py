@@ -40,6 +40,7 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_POPULATED = False
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -50,23 +51,21 @@ def register(spec: ModelSpec) -> ModelSpec:
 
 
 def _populate() -> None:
-    # Imports register their specs; kept lazy so importing the registry stays cheap.
-    from leam.models import dlib_resnet, iresnet  # noqa: F401
-    try:
-        from leam.models import tfjs  # noqa: F401
-    except ImportError:  # the TF.js executor is optional until its module exists
-        pass
+    """Import every model family once; each module registers its specs on import."""
+    global _POPULATED
+    if _POPULATED:
+        return
+    _POPULATED = True
+    from leam.models import dlib_resnet, human_models, iresnet  # noqa: F401
 
 
 def available_models() -> list[str]:
-    if not _REGISTRY:
-        _populate()
+    _populate()
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
-    if not _REGISTRY:
-        _populate()
+    _populate()
     if name not in _REGISTRY:
         raise LeamError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
