@@ -30,8 +30,8 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_faces: dict)
     """A repository-shaped folder: params.yaml, data/aligned, data/leam/<tiny model> for two models."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["models"] = MODELS
-    params["occlusion"].update({"thresholds": [0.0, 0.05], "maps": ["overall", "features.2"], "random_repeats": 2,
-                                "batch_size": 4, "max_images_per_identity": 0, "fill": "black"})
+    params["occlusion"].update({"thresholds": [0.0, 0.05], "maps": ["overall", "features.2"], "random_repeats": 1,
+                                "batch_size": 8, "max_images_per_identity": 0, "fill": "black"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     frames, identities, ids = real_faces["frames"], real_faces["identity"], real_faces["image_id"]
     aligned = tmp_path / "data" / "aligned"
@@ -70,8 +70,8 @@ def test_stage_writes_tidy_tables_metrics_and_examples(workspace: Path) -> None:
     n = len(pd.read_csv(workspace / "data" / "aligned" / "index.csv"))
     thresholds = [0.0, 0.01, 0.05]  # occlusion.thresholds plus the top-level threshold
     assert sorted(drops.threshold.unique()) == thresholds
-    # per target: (own 2 maps + the other source's overall map + 2 random kinds x 2 repeats) per image and threshold
-    assert len(drops) == 2 * len(thresholds) * (2 + 1 + 2 * 2) * n
+    # per target: (own 2 maps + the other source's overall map + 2 random kinds x 1 repeat) per image and threshold
+    assert len(drops) == 2 * len(thresholds) * (2 + 1 + 2) * n
     transfer = drops[(drops.kind == "leam") & (drops.source != drops.target)]
     assert set(transfer["map"]) == {"overall"} and len(transfer) == 2 * len(thresholds) * n
     zero = drops[drops.threshold == 0.0]
