@@ -382,6 +382,8 @@ def headline(summary: pd.DataFrame, tests: pd.DataFrame, threshold: float, map_n
                 model[f"{rnd.kind}_ci"] = [rnd.ci_low, rnd.ci_high]
             sel = tests[(tests.source == row.source) & (tests.target == row.target) & (tests["map"] == map_name)
                         & np.isclose(tests.threshold, threshold)] if len(tests) else tests
+            if "gender" in sel.columns:  # the headline pools genders
+                sel = sel[sel.gender == "all"]
             for _, test in sel.iterrows():
                 model[f"p_vs_{test.random}"] = test.p_value
             out["models"][row.source] = model

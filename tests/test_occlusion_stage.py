@@ -91,6 +91,9 @@ def test_stage_writes_tidy_tables_metrics_and_examples(workspace: Path) -> None:
                      & (drops.threshold == 0.01)]["drop"].mean()
     assert head["leam_drop"] == pytest.approx(expected)
     assert {"random_uniform_drop", "random_face_drop", "p_vs_random_uniform", "leam_ci"} <= set(head)
+    pooled = tests[(tests.source == "tiny_a") & (tests.target == "tiny_a") & (tests["map"] == "overall")
+                   & (tests.threshold == 0.01) & (tests.random == "random_uniform") & (tests.gender == "all")]
+    assert len(pooled) == 1 and head["p_vs_random_uniform"] == pytest.approx(pooled.p_value.iloc[0], nan_ok=True)
     assert set(metrics["transfer"]) == {f"{s}__{t}" for s in MODELS for t in MODELS}
     examples = sorted((out / "examples").glob("*.png"))
     assert len(examples) == 3
