@@ -1,0 +1,177 @@
+"""Stage `leam@<model>`: LEAM maps of every aligned face against its identity's reference, per model.
+
+For each kept image x with reference embedding r, LEAM explains s = cos(f(x), r): per selected layer,
+ReLU(sum_c ReLU(+-ds/dA_c) * A_c), all layers from one forward and one backward pass (leam.core).
+The reference is the identity's baseline photo (leam.reference=baseline; the baseline photo itself uses
+the next photo of its identity), the mean of its other photos (mean_others), or explicit pairs (pairs).
+Identities with a single kept photo have no reference: they are dropped and counted.
+
+Reads  data/aligned/{frames.npy, landmarks.npy, index.csv} and the model weights in data/models/.
+Writes data/leam/<model>/maps.npy     float16 (N, L+1, G, G) raw maps in the analysis frame, G = leam.store_size,
+                                      layers in layers.json order, the last one `overall`
+       data/leam/<model>/layers.json  model, layers, grid, frame_size, sign, negative_activations, reference
+       data/leam/<model>/meta.csv     row, image_id, identity, gender, reference_image_id, cosine
+
+Params: leam.* (reference, baseline_index, pairs_file, sign, negative_activations, layers.<model>, overall,
+store_size, batch_size), align.padding, model_zoo (user IResNet checkpoints).
+
+Examples:
+  python -m stages.leam --model dlib_resnet
+  python -m stages.leam --list                       # registered models and their default LEAM layers
+  dvc exp run -S leam.sign=opposes_match             # what pulls each photo away from its reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from leam import core
+from leam.cli import run_stage, stage_parser
+from leam.errors import LeamError
+from leam.io import load_params, param, save_npy_atomic, write_csv_atomic, write_json_atomic
+from leam.models.iresnet import register_zoo
+from leam.models.registry import available_models, get_spec, resolve_layers
+
+log = logging.getLogger("leam.leam")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def read_aligned(folder: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The aligned index, frames (N, S, S, 3) uint8 (memory-mapped) and landmarks (N, 68, 2); checked."""
+    paths = {name: folder / name for name in ("index.csv", "frames.npy", "landmarks.npy")}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise LeamError(f"missing aligned data: {', '.join(missing)} (run `dvc repro align`)")
+    index = pd.read_csv(paths["index.csv"], dtype={"image_id": str, "identity": str})
+    frames = np.load(paths["frames.npy"], mmap_mode="r")
+    landmarks = np.load(paths["landmarks.npy"])
+    if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise LeamError(f"{paths['frames.npy']} must be uint8 (N, S, S, 3), got {frames.dtype} {frames.shape}")
+    if landmarks.shape != (frames.shape[0], 68, 2):
+        raise LeamError(f"{paths['landmarks.npy']} must be ({frames.shape[0]}, 68, 2), got {landmarks.shape}")
+    needed = {"row", "image_id", "identity", "gender"} - set(index.columns)
+    if needed:
+        raise LeamError(f"{paths['index.csv']} lacks column(s) {', '.join(sorted(needed))}")
+    if len(index) and (index["row"].min() < 0 or index["row"].max() >= len(frames)):
+        raise LeamError(f"{paths['index.csv']} has rows outside 0..{len(frames) - 1}")
+    return index, frames, landmarks
+
+
+def list_models(params: dict) -> None:
+    """Print each registered model with its default LEAM layers (and their shapes when weights load)."""
+    for name in available_models():
+        spec = get_spec(name)
+        print(f"{name}: {spec.description}\n  input {spec.input_size}px, {spec.embedding_dim}-d")
+        shapes: dict[str, tuple] = {}
+        try:
+            model = spec.load(Path("data/models"))
+            hooks = [model.get_submodule(layer).register_forward_hook(
+                lambda m, i, o, layer=layer: shapes.__setitem__(layer, tuple(o.shape[1:]))) for layer in spec.layers]
+            with torch.no_grad():
+                model(torch.zeros(1, 3, spec.input_size, spec.input_size))
+            for hook in hooks:
+                hook.remove()
+        except LeamError as exc:
+            print(f"  (weights not available: {exc})")
+        for layer in spec.layers:
+            print(f"  {layer:<20} {'x'.join(map(str, shapes[layer])) if layer in shapes else ''}")
+    del params
+
+
+def main(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    register_zoo(params)
+    if args.list:
+        list_models(params)
+        return
+    if not args.model:
+        raise LeamError("--model is required; registered models: " + ", ".join(available_models()))
+    started = time.perf_counter()
+    cfg = param(params, "leam")
+    reference_mode = param(params, "leam.reference")
+    sign = param(params, "leam.sign")
+    negative = param(params, "leam.negative_activations")
+    overall_policy = param(params, "leam.overall")
+    grid = int(param(params, "leam.store_size"))
+    batch_size = int(param(params, "leam.batch_size"))
+    frame_padding = float(param(params, "align.padding"))
+    for name, value, choices in (("leam.sign", sign, core.SIGNS), ("leam.reference", reference_mode, core.REFERENCES),
+                                 ("leam.negative_activations", negative, core.NEGATIVE_ACTIVATIONS),
+                                 ("leam.overall", overall_policy, core.OVERALL)):
+        if value not in choices:
+            raise LeamError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+    if grid < 1 or batch_size < 1:
+        raise LeamError(f"leam.store_size and leam.batch_size must be >= 1, got {grid} and {batch_size}")
+
+    spec = get_spec(args.model)
+    index, frames, landmarks = read_aligned(Path(args.aligned))
+    if grid > frames.shape[1]:
+        raise LeamError(f"leam.store_size={grid} exceeds the frame size {frames.shape[1]}")
+    pairs = None
+    if reference_mode == "pairs":
+        pairs_file = Path(str(cfg.get("pairs_file") or ""))
+        if not pairs_file.is_file():
+            raise LeamError(f"leam.reference=pairs needs leam.pairs_file, got {str(pairs_file)!r} (not a file)")
+        pairs = pd.read_csv(pairs_file, dtype=str)
+    plan, dropped = core.select_references(index, reference_mode, int(param(params, "leam.baseline_index")), pairs)
+    if plan.empty:
+        raise LeamError(f"no image has a reference (dropped: {dropped or 'none'}); "
+                        "every identity needs at least two aligned photos")
+
+    model = spec.load(Path(args.weights))
+    layer_overrides = cfg.get("layers") or {}
+    layers = resolve_layers(spec, model, layer_overrides.get(args.model))
+    torch.manual_seed(int(params.get("seed", 0)))
+
+    array_rows = index["row"].to_numpy()
+    embeddings = core.embed_frames(model, spec, frames[array_rows], landmarks[array_rows], frame_padding, batch_size)
+    references = core.reference_embeddings(plan, embeddings)
+    image_rows = array_rows[plan.row.to_numpy()]
+    maps = np.zeros((len(plan), len(layers) + 1, grid, grid), dtype=np.float16)
+    cosines = np.zeros(len(plan), dtype=np.float64)
+    for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {args.model}", unit="batch"):
+        rows = image_rows[start:start + batch_size]
+        result = core.frame_leam_maps(model, spec, frames[rows], landmarks[rows], references[start:start + batch_size],
+                                      layers, frame_padding, sign, negative)
+        stored = core.area_downsample(result.maps, grid)
+        stored = torch.cat([stored, core.overall_map(stored, overall_policy)[:, None]], dim=1)
+        if float(stored.max()) > FLOAT16_MAX:
+            raise LeamError(f"LEAM maps of {args.model} exceed the float16 range ({float(stored.max()):.3g})")
+        maps[start:start + len(rows)] = stored.numpy().astype(np.float16)
+        cosines[start:start + len(rows)] = result.cosine.numpy()
+
+    kept = index.iloc[plan.row.to_numpy()].reset_index(drop=True)
+    meta = pd.DataFrame({"row": np.arange(len(plan)), "image_id": kept.image_id, "identity": kept.identity,
+                         "gender": kept.gender, "reference_image_id": plan.reference_image_id.to_numpy(),
+                         "cosine": cosines})
+    out = Path(args.out) / args.model
+    save_npy_atomic(out / "maps.npy", maps)
+    write_json_atomic(out / "layers.json", {
+        "model": args.model, "layers": [*layers, "overall"], "grid": grid, "frame_size": int(frames.shape[1]),
+        "sign": sign, "negative_activations": negative, "reference": reference_mode})
+    write_csv_atomic(out / "meta.csv", meta)
+    log.info("%s: %d images, %d dropped (%s), %d layers, mean cosine %.3f, %.1f s -> %s", args.model, len(plan),
+             sum(dropped.values()), ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none",
+             len(layers), float(cosines.mean()), time.perf_counter() - started, out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = stage_parser("leam", __doc__)
+    parser.add_argument("--model", help="registered model name (see --list)")
+    parser.add_argument("--list", action="store_true", help="list registered models and their default layers")
+    parser.add_argument("--aligned", default="data/aligned", help="aligned-data folder (default: data/aligned)")
+    parser.add_argument("--weights", default="data/models", help="weights folder (default: data/models)")
+    parser.add_argument("--out", default="data/leam", help="output root; maps go to <out>/<model>/ (default: data/leam)")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage("leam", main, build_parser()))
