@@ -49,11 +49,15 @@ from leam.metrics.stats import paired_test, summarize
 log = logging.getLogger(__name__)
 
 FILLS = ("black", "mean", "blur")
-RANDOM_KINDS = ("uniform", "face")
+RANDOM_KINDS = ("uniform", "face", "blob")
+"""Random baselines: ``uniform`` i.i.d. pixels over the frame, ``face`` i.i.d. pixels inside the face region,
+``blob`` a disc of the same pixel count centred on a random face pixel. LEAM masks are compact blobs, and
+scattered pixels disturb a CNN far more per pixel than one blob (measured on dlib: at 1%, scattered face
+pixels drop the similarity ~5x more than a disc), so ``blob`` is the shape-matched control."""
 BLUR_SIGMA_FRACTION = 1.0 / 28.0
 """Gaussian sigma of the ``blur`` fill as a fraction of the frame side (8 px at S = 224): strong enough
 to remove identity detail of eyes and mouth, weak enough to keep the local colour."""
-_KIND_CODE = {"uniform": 1, "face": 2}
+_KIND_CODE = {"uniform": 1, "face": 2, "blob": 3}
 
 
 # --------------------------------------------------------------------------------------------- masks
@@ -103,6 +107,27 @@ def random_scores(image_ids: Sequence[str], size: int, seed: int, kind: str, rep
         rng = np.random.default_rng([int(seed), zlib.crc32(str(image_id).encode("utf-8")), _KIND_CODE[kind], int(repeat)])
         rows.append(rng.random((size, size), dtype=np.float32))
     return torch.from_numpy(np.stack(rows)) if rows else torch.empty((0, size, size))
+
+
+def random_blob_scores(image_ids: Sequence[str], region: torch.Tensor, seed: int, repeat: int) -> torch.Tensor:
+    """Scores (N, S, S) = minus the squared distance to one random pixel of each image's ``region`` (N, S, S).
+
+    Their top-k pixels form a disc of exactly k pixels (ties by pixel index) centred inside the face; the
+    centre comes from a generator seeded by (seed, image id, ``blob``, repeat). An empty region centres
+    the disc at the frame centre.
+    """
+    size = region.shape[-1]
+    centres = []
+    for image_id, mask in zip(image_ids, region.cpu().numpy()):
+        rng = np.random.default_rng([int(seed), zlib.crc32(str(image_id).encode("utf-8")), _KIND_CODE["blob"], int(repeat)])
+        candidates = np.flatnonzero(mask)
+        flat = int(candidates[rng.integers(len(candidates))]) if len(candidates) else (size // 2) * size + size // 2
+        centres.append(divmod(flat, size))
+    centre = torch.tensor(centres, dtype=torch.float32, device=region.device)  # (N, 2) as (y, x)
+    coords = torch.arange(size, dtype=torch.float32, device=region.device)
+    dy = (coords[None, :] - centre[:, :1]) ** 2  # (N, S)
+    dx = (coords[None, :] - centre[:, 1:]) ** 2
+    return -(dy[:, :, None] + dx[:, None, :])
 
 
 def restrict_scores(scores: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -249,8 +274,8 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
     device = torch.device(device)
     size = frames.shape[1]
     image_rows = np.asarray(image_rows, dtype=np.int64)
-    if any(kind == "face" for kind in design.random_kinds) and design.random_repeats and face_region is None:
-        raise LeamError("random face baseline needs a face region")
+    if any(kind in ("face", "blob") for kind in design.random_kinds) and design.random_repeats and face_region is None:
+        raise LeamError("random face and blob baselines need a face region")
     counts = {t: pixel_count(t, size) for t in design.thresholds}
     if face_region is not None:
         region_pixels = np.asarray(face_region).reshape(len(image_rows), -1).sum(axis=1)
@@ -309,8 +334,12 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
                     score(pixel_ranks(upsample_maps(guide, size)), source, map_name, "leam", 0)
             for kind in design.random_kinds:
                 for repeat in range(design.random_repeats):
-                    scores = random_scores(ids, size, design.seed, kind, repeat).to(device)
                     valid = None
+                    if kind == "blob":
+                        region = torch.as_tensor(np.asarray(face_region[start:stop]), device=device)
+                        scores = random_blob_scores(ids, region, design.seed, repeat)
+                    else:
+                        scores = random_scores(ids, size, design.seed, kind, repeat).to(device)
                     if kind == "face":
                         region = torch.as_tensor(np.asarray(face_region[start:stop]), device=device)
                         scores = restrict_scores(scores, region)

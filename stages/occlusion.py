@@ -10,7 +10,8 @@ Writes  data/occlusion/drops.csv      one row per (source, target, map, threshol
         metrics/occlusion.json        headline at the top-level `threshold`, source = target, + transfer means
 
 drop = cos(clean image, reference) - cos(occluded image, reference) under the TARGET model, with the same
-reference as LEAM. Random rows (kind random_uniform / random_face) do not depend on a source model; their
+reference as LEAM. Random rows (kind random_uniform / random_face / random_blob: i.i.d. pixels over the frame,
+i.i.d. pixels in the landmark face hull, a disc centred on a random face pixel) do not depend on a source model; their
 source and map are `none`.
 
 Params: threshold, seed, models, align.padding, leam.reference, occlusion.* (thresholds, maps, fill, random,
@@ -125,7 +126,8 @@ def main(args: argparse.Namespace) -> None:
     guides = {model: {name: np.asarray(maps[selection[f"map_row_{model}"].to_numpy(), layer], dtype=np.float32)
                       for name, layer in layer_ids.items()}
               for model, (_, maps, layer_ids) in sources.items()}
-    face_region = occ.face_region_from_landmarks(landmarks[frame_rows], size) if "face" in random_kinds else None
+    needs_region = bool({"face", "blob"} & set(random_kinds))
+    face_region = occ.face_region_from_landmarks(landmarks[frame_rows], size) if needs_region else None
     # Frames of the selected images and of their references only, so the memory map is read once.
     needed = np.unique(np.concatenate([frame_rows, np.concatenate(selection.reference_rows.map(np.asarray).to_list())]))
     local = {int(row): i for i, row in enumerate(needed)}
@@ -171,10 +173,10 @@ def main(args: argparse.Namespace) -> None:
                     "seconds": round(time.perf_counter() - started, 1), "device": device.type})
     write_json_atomic(METRICS, metrics)
     head = metrics["models"].get(models[0], {})
-    log.info("occlusion: %d images, %d targets, thresholds %s, %.0f s; %s @%g: leam %.4f vs uniform %.4f vs face %.4f",
+    log.info("occlusion: %d images, %d targets, thresholds %s, %.0f s; %s @%g: leam %.4f vs random %s",
              len(selection), len(models), thresholds, metrics["seconds"], models[0], threshold,
-             head.get("leam_drop", float("nan")), head.get("random_uniform_drop", float("nan")),
-             head.get("random_face_drop", float("nan")))
+             head.get("leam_drop", float("nan")),
+             ", ".join(f"{k[7:-5]} {v:.4f}" for k, v in head.items() if k.startswith("random_") and k.endswith("_drop")))
 
 
 def _write_examples(frames_local, selection, frame_rows, local, guides, source, map_name, threshold, seed, fill) -> None:

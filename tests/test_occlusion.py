@@ -166,6 +166,24 @@ def test_random_masks_match_counts_and_stay_in_the_face(real_faces: dict) -> Non
     assert frames.shape == (len(ids), FRAME, FRAME, 3)
 
 
+def test_blob_baseline_is_a_disc_of_exact_count_centred_in_the_face(real_faces: dict) -> None:
+    ids = real_faces["image_id"]
+    region = torch.from_numpy(occ.face_region_from_landmarks(real_faces["landmarks"], FRAME))
+    scores = occ.random_blob_scores(ids, region, seed=0, repeat=0)
+    for fraction in (0.01, 0.05):
+        count = round(fraction * FRAME * FRAME)
+        mask = occ.pixel_ranks(scores) < count
+        assert mask.reshape(len(ids), -1).sum(1).tolist() == [count] * len(ids)
+        for image in range(len(ids)):
+            centre = torch.nonzero(scores[image] == 0)[0]
+            assert region[image, centre[0], centre[1]] and mask[image, centre[0], centre[1]]
+            ys, xs = torch.nonzero(mask[image], as_tuple=True)
+            radius = ((ys - centre[0]) ** 2 + (xs - centre[1]) ** 2).float().sqrt().max()
+            assert radius <= np.sqrt(count / np.pi) + 1.5  # compact: a disc, not scattered pixels
+    assert not torch.equal(scores, occ.random_blob_scores(ids, region, seed=0, repeat=1))
+    assert torch.equal(scores[1:2], occ.random_blob_scores(ids[1:2], region[1:2], seed=0, repeat=0))
+
+
 def test_face_region_from_labels_excludes_background_and_unlabelled() -> None:
     labels = np.array([[[0, 1, 255], [2, 0, 3]]], dtype=np.uint8)
     assert occ.face_region_from_labels(labels, [0]).tolist() == [[[False, True, False], [True, False, True]]]
@@ -327,9 +345,10 @@ DLIB_WEIGHTS = REPO_ROOT / "data" / "models" / "dlib_resnet.pt"
 def test_leam_guided_occlusion_beats_random_for_dlib(small_slice: pd.DataFrame) -> None:
     """Real dlib ResNet, 6 identities x 3 real faces: LEAM top-5% occlusion lowers similarity more than random.
 
-    Measured on a 38-image slice (see report): the overall map beats uniform random masks, and the
-    shallow layers (stem) beat even random masks restricted to the face; the deepest layers do not
-    (their coarse peaks fall partly outside the face), so the test checks those two claims.
+    Measured on a 38-image slice (see report): the overall map beats uniform random masks and, by 3-4x,
+    random discs of the same size in the face (the shape-matched control); the shallow layers (stem) beat
+    even scattered random pixels in the face, which the overall blob does not (scattered pixels hurt a CNN
+    more per pixel); the deepest layers do not beat random (coarse peaks fall partly outside the face).
     """
     core = pytest.importorskip("leam.core")
     from leam.models.registry import get_spec
@@ -348,7 +367,9 @@ def test_leam_guided_occlusion_beats_random_for_dlib(small_slice: pd.DataFrame) 
     target = occ.Target("dlib_resnet", model, spec.input_size, np.asarray(spec.input_warp(landmarks, FRAME, PADDING)))
     drops = occ.occlusion_drops(frames, np.arange(len(frames)), ids, references,
                                 occ.face_region_from_landmarks(landmarks, FRAME), [target],
-                                _design(guides, thresholds=(0.05,), repeats=1), batch_size=32)
+                                _design(guides, thresholds=(0.05,), kinds=("uniform", "face", "blob"), repeats=1),
+                                batch_size=32)
     mean = occ.per_image_drops(drops).groupby(["kind", "map"])["drop"].mean()
     assert mean[("leam", "overall")] > mean[("random_uniform", "none")] > 0
+    assert mean[("leam", "overall")] > 1.5 * mean[("random_blob", "none")]  # shape-matched control
     assert mean[("leam", "stem")] > mean[("random_face", "none")]

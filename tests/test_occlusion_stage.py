@@ -30,7 +30,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_faces: dict)
     """A repository-shaped folder: params.yaml, data/aligned, data/leam/<tiny model> for two models."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["models"] = MODELS
-    params["occlusion"].update({"thresholds": [0.0, 0.05], "maps": ["overall", "features.2"], "random_repeats": 1,
+    params["occlusion"].update({"thresholds": [0.0, 0.05], "maps": ["overall", "features.2"], "random_repeats": 1, "random": ["uniform", "face", "blob"],
                                 "batch_size": 8, "max_images_per_identity": 0, "fill": "black"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     frames, identities, ids = real_faces["frames"], real_faces["identity"], real_faces["image_id"]
@@ -70,20 +70,20 @@ def test_stage_writes_tidy_tables_metrics_and_examples(workspace: Path) -> None:
     n = len(pd.read_csv(workspace / "data" / "aligned" / "index.csv"))
     thresholds = [0.0, 0.01, 0.05]  # occlusion.thresholds plus the top-level threshold
     assert sorted(drops.threshold.unique()) == thresholds
-    # per target: (own 2 maps + the other source's overall map + 2 random kinds x 1 repeat) per image and threshold
-    assert len(drops) == 2 * len(thresholds) * (2 + 1 + 2) * n
+    # per target: (own 2 maps + the other source's overall map + 3 random kinds x 1 repeat) per image and threshold
+    assert len(drops) == 2 * len(thresholds) * (2 + 1 + 3) * n
     transfer = drops[(drops.kind == "leam") & (drops.source != drops.target)]
     assert set(transfer["map"]) == {"overall"} and len(transfer) == 2 * len(thresholds) * n
     zero = drops[drops.threshold == 0.0]
     assert (zero["drop"] == 0).all()
-    assert set(drops.kind) == {"leam", "random_uniform", "random_face"}
+    assert set(drops.kind) == {"leam", "random_uniform", "random_face", "random_blob"}
     summary = pd.read_csv(out / "summary.csv")
     assert set(zip(summary[summary.kind == "leam"].source, summary[summary.kind == "leam"].target)) == {
         (s, t) for s in MODELS for t in MODELS}
     assert (summary.ci_low <= summary["mean"] + 1e-12).all() and (summary["mean"] <= summary.ci_high + 1e-12).all()
     assert set(pd.read_csv(out / "by_gender.csv").gender) == {"female", "male"}
     tests = pd.read_csv(out / "tests.csv")
-    assert set(tests.gender) == {"all", "female", "male"} and set(tests.random) == {"random_uniform", "random_face"}
+    assert set(tests.gender) == {"all", "female", "male"} and set(tests.random) == {"random_uniform", "random_face", "random_blob"}
     metrics = json.loads((workspace / "metrics" / "occlusion.json").read_text())
     assert metrics["threshold"] == 0.01 and metrics["n_images"] == n
     head = metrics["models"]["tiny_a"]
@@ -119,6 +119,7 @@ def test_stage_threshold_and_transfer_params(workspace: Path) -> None:
     ({"maps": ["layer9"]}, "occlusion.maps[0]='layer9' (the transfer map) is not computed for 'tiny_a'"),
     ({"maps": ["overall", "layer9"]}, "'layer9', computed for no model"),
     ({"device": "gpu"}, "occlusion.device='gpu' is not valid"),
+    ({"random": ["uniform", "stripes"]}, "occlusion.random='stripes' is not valid; choose one of: uniform, face, blob"),
 ])
 def test_stage_bad_params_are_one_line_errors(workspace: Path, capsys, change: dict, message: str) -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
