@@ -138,6 +138,9 @@ def test_stage_missing_maps_names_the_stage_to_run(workspace: Path, capsys) -> N
 
 def test_stage_skips_a_layer_one_source_lacks(workspace: Path) -> None:
     Path("data/leam/tiny_b/layers.json").write_text(json.dumps({"model": "tiny_b", "layers": ["conv9", "overall"]}))
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["occlusion"].update({"random": ["uniform"], "thresholds": [0.05]})
+    Path("params.yaml").write_text(yaml.safe_dump(params))
     assert _run() == 0
     drops = pd.read_csv("data/occlusion/drops.csv")
     leam = drops[drops.kind == "leam"]
