@@ -247,6 +247,8 @@ class Design:
 
 @dataclass
 class Timing:
+    """Forward-pass cost of one target model: number of forwards, images embedded, seconds spent."""
+
     forwards: int = 0
     images: int = 0
     seconds: float = 0.0
