@@ -42,6 +42,7 @@ from leam.models.registry import available_models, get_spec, resolve_layers
 
 log = logging.getLogger("leam.leam")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # 6.1e-05: smaller values are subnormal
 
 
 def read_aligned(folder: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -137,6 +138,7 @@ def main(args: argparse.Namespace) -> None:
     image_rows = array_rows[plan.row.to_numpy()]
     maps = np.zeros((len(plan), len(layers) + 1, grid, grid), dtype=np.float16)
     cosines = np.zeros(len(plan), dtype=np.float64)
+    faint = 0  # layer maps whose peak lies below float16's normal range (fewer significant bits)
     for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {args.model}", unit="batch"):
         rows = image_rows[start:start + batch_size]
         result = core.frame_leam_maps(model, spec, frames[rows], landmarks[rows], references[start:start + batch_size],
@@ -146,8 +148,13 @@ def main(args: argparse.Namespace) -> None:
         if float(stored.max()) > FLOAT16_MAX:
             raise LeamError(f"LEAM maps of {args.model} exceed the float16 range ({float(stored.max()):.3g})")
         maps[start:start + len(rows)] = stored.numpy().astype(np.float16)
+        peaks = stored[:, :-1].amax(dim=(-2, -1))
+        faint += int(((peaks > 0) & (peaks < FLOAT16_TINY)).sum())
         cosines[start:start + len(rows)] = result.cosine.numpy()
 
+    if faint:
+        log.warning("%d of %d layer maps peak below %.1e and are stored as float16 subnormals (reduced precision)",
+                    faint, len(plan) * len(layers), FLOAT16_TINY)
     kept = index.iloc[plan.row.to_numpy()].reset_index(drop=True)
     meta = pd.DataFrame({"row": np.arange(len(plan)), "image_id": kept.image_id, "identity": kept.identity,
                          "gender": kept.gender, "reference_image_id": plan.reference_image_id.to_numpy(),
