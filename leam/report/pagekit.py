@@ -10,6 +10,7 @@ import html
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from IPython.display import HTML, Markdown
@@ -73,3 +74,131 @@ def image(relative: str, alt: str = "", width: int | None = None) -> HTML:
     data = base64.b64encode((ROOT / relative).read_bytes()).decode("ascii")
     size = f' width="{width}"' if width else ""
     return HTML(f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{data}">')
+
+
+# ------------------------------------------------------------------------------------ selections
+def threshold() -> float:
+    """The top-level ``threshold`` (fraction of most relevant pixels) the headline tables use."""
+    return float(params()["threshold"])
+
+
+def exists(*relatives: str) -> bool:
+    return all((ROOT / relative).exists() for relative in relatives)
+
+
+def at_threshold(frame: pd.DataFrame, value: float, column: str = "threshold") -> pd.DataFrame:
+    """Rows whose ``column`` equals ``value`` up to float noise (thresholds are written as CSV text)."""
+    return frame[np.isclose(frame[column].astype(float), float(value))]
+
+
+def leam_models() -> list[str]:
+    """Models of the top-level ``models`` list whose LEAM outputs exist, in params order."""
+    return [m for m in params().get("models", []) if exists(f"data/leam/{m}/layers.json")]
+
+
+def layers_of(model: str) -> list[str] | None:
+    """Layer names of a model's stored maps (``data/leam/<model>/layers.json``), ``overall`` last."""
+    document = read_json(f"data/leam/{model}/layers.json")
+    return None if document is None else list(document["layers"])
+
+
+def order_layers(frame: pd.DataFrame, model: str, column: str = "layer") -> pd.DataFrame:
+    """Sort rows by the model's layer order (input side first, ``overall`` last)."""
+    order = layers_of(model) or sorted(frame[column].unique())
+    rank = {name: i for i, name in enumerate(order)}
+    return frame.assign(_rank=frame[column].map(rank).fillna(len(rank))).sort_values(
+        ["_rank"], kind="stable").drop(columns="_rank")
+
+
+def stale_note(document: dict | None, stage: str) -> Markdown | None:
+    """A visible note when a metrics file was computed at another ``threshold`` than params.yaml holds."""
+    if document is None or "threshold" not in document:
+        return None
+    if np.isclose(float(document["threshold"]), threshold()):
+        return None
+    return Markdown(f"*Note: `{stage}` outputs were computed at threshold {document['threshold']}, params.yaml says "
+                    f"{threshold()}: run `dvc repro {stage}`.*")
+
+
+def ci(mean: float, low: float, high: float, digits: int = 3) -> str:
+    """'0.123 [0.100, 0.150]' (mean with its 95% CI) for prose."""
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def readme_section(heading: str) -> str | None:
+    """The markdown of one ``## heading`` section of the README (without the heading), or None."""
+    path = ROOT / "README.md"
+    if not path.is_file():
+        return None
+    lines, inside, taken = path.read_text(encoding="utf-8").splitlines(), False, []
+    for line in lines:
+        if line.startswith("## "):
+            if inside:
+                break
+            inside = line[3:].strip().lower() == heading.lower()
+            continue
+        if inside:
+            taken.append(line)
+    return "\n".join(taken).strip() or None
+
+
+def flatten(node, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, JSON value) pairs of a nested params dict, for one table per group."""
+    if isinstance(node, dict) and node:
+        return [pair for key, value in node.items() for pair in flatten(value, f"{prefix}.{key}" if prefix else str(key))]
+    return [(prefix, json.dumps(node))]
+
+
+def image_array(array: np.ndarray, alt: str = "", width: int | None = None) -> HTML:
+    """Inline a uint8 RGB array (H, W, 3) as a base64 PNG <img>."""
+    import cv2
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("cannot encode image for the report")
+    size = f' width="{width}"' if width else ""
+    return HTML(f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(png.tobytes()).decode("ascii")}">')
+
+
+def _jpeg_base64(bgr: np.ndarray, quality: int = 85) -> str:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("cannot encode image for the report")
+    return base64.b64encode(data.tobytes()).decode("ascii")
+
+
+def images(relatives: list[str], width: int = 320) -> HTML:
+    """Several repository PNGs side by side (wrapping), each with its file stem as caption.
+
+    Photos are re-encoded as JPEG (quality 85) for display so pages stay small; the PNG files are untouched.
+    """
+    import cv2
+
+    cells = []
+    for relative in relatives:
+        picture = cv2.imread(str(ROOT / relative), cv2.IMREAD_COLOR)
+        if picture is None:
+            raise ValueError(f"cannot read {relative} for the report")
+        name = html.escape(Path(relative).stem.replace("__", "/"))
+        cells.append(f'<figure style="display:inline-block;margin:4px"><img alt="{name}" width="{width}" '
+                     f'src="data:image/jpeg;base64,{_jpeg_base64(picture)}"><figcaption>{name}</figcaption></figure>')
+    return HTML("<div>" + "".join(cells) + "</div>")
+
+
+def figure_jpeg(fig, alt: str = "figure", dpi: int = 90, quality: int = 85) -> HTML:
+    """A matplotlib figure of photos as an inline JPEG <img> (a PNG of photo tiles is several times larger).
+
+    The figure is closed so the notebook does not show it a second time.
+    """
+    import io
+
+    import cv2
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    bgr = cv2.imdecode(np.frombuffer(buffer.getvalue(), dtype=np.uint8), cv2.IMREAD_COLOR)
+    return HTML(f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{_jpeg_base64(bgr, quality)}">')
