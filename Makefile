@@ -28,7 +28,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 benchmarks: venv
-	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in benchmarks/[a-z]*.py; do $(BIN)/python -m benchmarks.$$(basename $$script .py) || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -41,7 +41,7 @@ from leam.models.iresnet import register_zoo
 from leam.models.registry import available_models, get_spec, resolve_layers
 
 log = logging.getLogger("leam.leam")
-FLOAT16_MAX = float(np.finfo(np.float16).max)
+
 FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # 6.1e-05: smaller values are subnormal
 
 
@@ -136,7 +136,7 @@ def main(args: argparse.Namespace) -> None:
     embeddings = core.embed_frames(model, spec, frames[array_rows], landmarks[array_rows], frame_padding, batch_size)
     references = core.reference_embeddings(plan, embeddings)
     image_rows = array_rows[plan.row.to_numpy()]
-    maps = np.zeros((len(plan), len(layers) + 1, grid, grid), dtype=np.float16)
+    maps = np.zeros((len(plan), len(layers) + 1, grid, grid), dtype=np.float32)
     cosines = np.zeros(len(plan), dtype=np.float64)
     faint = 0  # layer maps whose peak lies below float16's normal range (fewer significant bits)
     for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {args.model}", unit="batch"):
@@ -145,16 +145,22 @@ def main(args: argparse.Namespace) -> None:
                                       layers, frame_padding, sign, negative)
         stored = core.area_downsample(result.maps, grid)
         stored = torch.cat([stored, core.overall_map(stored, overall_policy)[:, None]], dim=1)
-        if float(stored.max()) > FLOAT16_MAX:
-            raise LeamError(f"LEAM maps of {args.model} exceed the float16 range ({float(stored.max()):.3g})")
-        maps[start:start + len(rows)] = stored.numpy().astype(np.float16)
-        peaks = stored[:, :-1].amax(dim=(-2, -1))
-        faint += int(((peaks > 0) & (peaks < FLOAT16_TINY)).sum())
+        maps[start:start + len(rows)] = stored.numpy()
         cosines[start:start + len(rows)] = result.cosine.numpy()
 
+    # Raw map magnitudes differ by orders of magnitude between models (mobilefacenet peaks near 1e-6, below
+    # float16's normal range), so each layer is stored divided by one constant, its peak over all images:
+    # raw = stored * scale[layer]. Every consumer (top-t ranks, shares, normalised distributions, CVs) is
+    # invariant to a per-layer constant, and float16 keeps ~3 significant digits relative to the peak.
+    peaks = maps.max(axis=(0, 2, 3)).astype(np.float64)
+    scale = np.where(peaks > 0, peaks, 1.0)
+    stored_maps = (maps / scale[None, :, None, None].astype(np.float32)).astype(np.float16)
+    faint = int(((stored_maps[:, :-1].max(axis=(-2, -1)) > 0) &
+                 (stored_maps[:, :-1].max(axis=(-2, -1)) < FLOAT16_TINY)).sum())
     if faint:
-        log.warning("%d of %d layer maps peak below %.1e and are stored as float16 subnormals (reduced precision)",
+        log.warning("%d of %d layer maps peak below %.1e of their layer's peak and keep fewer significant bits",
                     faint, len(plan) * len(layers), FLOAT16_TINY)
+    maps = stored_maps
     kept = index.iloc[plan.row.to_numpy()].reset_index(drop=True)
     meta = pd.DataFrame({"row": np.arange(len(plan)), "image_id": kept.image_id, "identity": kept.identity,
                          "gender": kept.gender, "reference_image_id": plan.reference_image_id.to_numpy(),
@@ -163,7 +169,8 @@ def main(args: argparse.Namespace) -> None:
     save_npy_atomic(out / "maps.npy", maps)
     write_json_atomic(out / "layers.json", {
         "model": args.model, "layers": [*layers, "overall"], "grid": grid, "frame_size": int(frames.shape[1]),
-        "sign": sign, "negative_activations": negative, "reference": reference_mode})
+        "sign": sign, "negative_activations": negative, "reference": reference_mode,
+        "scale": [float(v) for v in scale], "scale_note": "raw map = stored value * scale[layer]"})
     write_csv_atomic(out / "meta.csv", meta)
     log.info("%s: %d images, %d dropped (%s), %d layers, mean cosine %.3f, %.1f s -> %s", args.model, len(plan),
              sum(dropped.values()), ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none",

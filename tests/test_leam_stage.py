@@ -62,7 +62,12 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     index = pd.read_csv(workdir / "data" / "aligned" / "index.csv")
     spec = get_spec("dlib_resnet")
 
-    assert list(info) == ["model", "layers", "grid", "frame_size", "sign", "negative_activations", "reference"]
+    assert list(info) == ["model", "layers", "grid", "frame_size", "sign", "negative_activations", "reference",
+                          "scale", "scale_note"]
+    scale = np.asarray(info["scale"], dtype=np.float32)
+    assert scale.shape == (len(info["layers"]),) and (scale > 0).all()
+    assert np.allclose(maps.reshape(6, len(info["layers"]), -1).max(axis=(0, 2)), 1.0)  # each layer's peak is 1
+    raw = maps.astype(np.float32) * scale[None, :, None, None]
     assert info["layers"] == [*spec.layers, "overall"] and info["grid"] == 56 and info["frame_size"] == 224
     assert list(meta.columns) == ["row", "image_id", "identity", "gender", "reference_image_id", "cosine"]
     assert len(meta) == 6 and len(index) == 7  # the single-photo identity is dropped
@@ -70,7 +75,7 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     assert maps.dtype == np.float16 and maps.shape == (6, len(spec.layers) + 1, 56, 56)
     assert np.isfinite(maps).all() and (maps >= 0).all()
     assert (maps.reshape(6, len(info["layers"]), -1).max(axis=2) > 0).all()  # no layer map is empty
-    assert maps[:, -1].max() <= 1.0 + 1e-3  # overall = mean of max-normalised layer maps
+    assert raw[:, -1].max() <= 1.0 + 1e-3  # overall = mean of max-normalised layer maps
     assert (meta.cosine > 0.5).all()  # same-person pairs match
     # baseline_index 0: the first photo is every identity's reference; the baseline itself uses the second
     assert (meta.reference_image_id.iloc[1::2].to_numpy() == meta.image_id.iloc[0::2].to_numpy()).all()
@@ -84,7 +89,7 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     reference = core.embed_frames(model, spec, frames[[reference_row]], landmarks[[reference_row]], FRAME_PADDING)
     again = core.frame_leam_maps(model, spec, frames[[0]], landmarks[[0]], reference, spec.layers, FRAME_PADDING)
     expected = core.area_downsample(again.maps, 56)[0].numpy()
-    assert np.allclose(maps[0, :-1].astype(np.float32), expected, rtol=2e-3, atol=1e-3 * expected.max())
+    assert np.allclose(raw[0, :-1], expected, rtol=2e-3, atol=1e-3 * expected.max())
     assert abs(meta.cosine[0] - float(again.cosine[0])) < 1e-5
 
 

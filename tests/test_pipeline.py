@@ -1,0 +1,122 @@
+"""End to end: the real `dvc repro` on a small slice of the sample, in a scratch copy of the repository.
+
+This is the integration check behind the README's `make repro`: every stage runs on real faces with real
+models, a second `dvc repro` does nothing, `dvc exp run -S threshold=...` reruns only the threshold-dependent
+stages and changes the headline metrics, and the rendered report shows the metrics' numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SMALL_PARAMS = {
+    "data": {"max_identities": 4, "max_images_per_identity": 3},
+    "models": ["dlib_resnet", "mobileface"],
+    "occlusion": {"max_images_per_identity": 1, "thresholds": [0.05]},
+    "similarity": {"bootstrap": 200},
+    "correlate": {"bootstrap": 200},
+    "variability": {"bootstrap": 200},
+    "align": {"workers": 1},
+}
+
+
+def _merge(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def scratch_repo(tmp_path_factory, faces_mirror) -> tuple[Path, dict]:
+    """A copy of the tracked files with small params, as its own git + DVC repository, after `dvc repro`."""
+    root = tmp_path_factory.mktemp("pipeline") / "repo"
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+        source = REPO_ROOT / name
+        if source.is_file() and not name.startswith(("metrics/", "dvc.lock")):
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), SMALL_PARAMS)
+    npm_cache = REPO_ROOT / ".cache" / "npm"
+    params["weights"]["human_models"]["cache"] = str(npm_cache)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, LEAM_FACES_MIRROR=str(faces_mirror), DVC_NO_ANALYTICS="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@example.org")
+    _run(["git", "init", "-q"], root, env)
+    (root / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "scratch"], root, env)
+    _run(["dvc", "repro"], root, env)
+    return root, env
+
+
+def test_repro_runs_every_stage_on_real_faces(scratch_repo):
+    root, _ = scratch_repo
+    data = json.loads((root / "metrics/data.json").read_text())
+    assert data["images"] == 12 and data["kept"] + data["discarded"] == 12
+    models = json.loads((root / "metrics/models.json").read_text())
+    assert set(SMALL_PARAMS["models"]) <= set(json.dumps(models).replace('"', " ").split())
+    for name in ("correlation", "similarity", "variability", "occlusion"):
+        assert (root / f"metrics/{name}.json").is_file(), name
+    for model in SMALL_PARAMS["models"]:
+        layers = json.loads((root / f"data/leam/{model}/layers.json").read_text())
+        assert layers["layers"][-1] == "overall"
+    assert (root / "reports/_site/index.html").is_file()
+
+
+def test_second_repro_does_nothing_and_layer_change_reruns_only_leam_downstream(scratch_repo):
+    root, env = scratch_repo
+    out = _run(["dvc", "status"], root, env)
+    assert "up to date" in out, out
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["leam"]["layers"] = {"dlib_resnet": ["stem", "layer3.0"]}
+    original = (root / "params.yaml").read_text()
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(_run(["dvc", "status", "--json"], root, env).strip().splitlines()[-1])
+    finally:
+        (root / "params.yaml").write_text(original)
+    changed = set(status)
+    assert "leam@dlib_resnet" in changed
+    assert not changed & {"faces", "align", "weights", "models", "parse", "leam@mobileface"}, changed
+
+
+def test_experiment_with_threshold_changes_headline_and_reruns_only_downstream(scratch_repo):
+    root, env = scratch_repo
+    before = json.loads((root / "metrics/correlation.json").read_text())
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "after repro"], root, env)
+    out = _run(["dvc", "exp", "run", "-S", "threshold=0.05"], root, env)
+    for stage in ("faces", "align", "weights", "models", "parse", "leam@dlib_resnet"):
+        assert f"Stage '{stage}' didn't change" in out or f"'{stage}' didn't change" in out, (stage, out[-2000:])
+    for stage in ("correlate", "similarity", "occlusion"):
+        assert f"Running stage '{stage}'" in out, (stage, out[-2000:])
+    after = json.loads((root / "metrics/correlation.json").read_text())
+    assert after != before
+    shown = _run(["dvc", "exp", "show", "--no-pager", "--json"], root, env)
+    assert "0.05" in shown and "correlation.json" in shown
