@@ -13,8 +13,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
-import torch.nn.functional as F
 
 DISPLAY_NORMALISATION = "per-map max (each tile divided by its own maximum; colours are not comparable across tiles)"
 
@@ -31,7 +29,13 @@ def normalise_per_map(maps: np.ndarray) -> np.ndarray:
 
 
 def resize_batch(images: np.ndarray, size: int, mode: str = "area") -> np.ndarray:
-    """Resize a batch (N, H, W) or (N, H, W, C) to ``size`` x ``size`` in one torch call; float32 out."""
+    """Resize a batch (N, H, W) or (N, H, W, C) to ``size`` x ``size`` in one torch call; float32 out.
+
+    torch is imported here, not at module level: only the gallery needs it and pages start faster without it.
+    """
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     channels_last = tensor.ndim == 4
     tensor = tensor.permute(0, 3, 1, 2) if channels_last else tensor[:, None]

@@ -1,0 +1,352 @@
+"""The report pages render from the stages' outputs and show exactly their numbers.
+
+A tiny but consistent set of outputs (two models, two layers + overall, three thresholds) is written into a
+temporary repository beside a copy of ``reports/``; the pages are rendered with the fallback renderer and the
+HTML tables are parsed back and compared with the metrics files. Photos in the gallery and the example
+PNGs are real faces of the sample (resized, not aligned: the pages only display them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from leam.report.render import render_site
+from tests.browser import check_page, chromium_paths
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ["alpha", "beta"]
+LAYERS = ["l1", "l2", "overall"]
+THRESHOLDS = [0.01, 0.05, 1.0]
+CLASS_PARTS = ["nose", "skin", "left_eye", "right_eye", "not_labelled"]
+REGION_PARTS = ["nose", "eyes", "skin", "not_labelled"]
+KINDS = ["leam", "random_uniform", "random_face"]
+
+
+# ------------------------------------------------------------------------------------------ HTML tables
+class _Tables(HTMLParser):
+    """Collect every <table> as (caption, header cells, body rows of cell texts)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[dict] = []
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self._in_caption = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"caption": "", "rows": []})
+        elif tag == "caption":
+            self._in_caption = True
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "caption":
+            self._in_caption = False
+        elif tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None and self.tables:
+            self.tables[-1]["rows"].append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._in_caption and self.tables:
+            self.tables[-1]["caption"] += data
+        elif self._cell is not None:
+            self._cell.append(data)
+
+
+def html_tables(path: Path) -> dict[str, pd.DataFrame]:
+    """{caption: DataFrame of strings} of one rendered page (first row = header)."""
+    parser = _Tables()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return {t["caption"].strip(): pd.DataFrame(t["rows"][1:], columns=t["rows"][0]) for t in parser.tables if t["rows"]}
+
+
+def find_table(tables: dict[str, pd.DataFrame], *words: str) -> pd.DataFrame:
+    hits = [caption for caption in tables if all(word in caption for word in words)]
+    assert len(hits) == 1, f"expected one table with {words}, got {hits} among {list(tables)}"
+    return tables[hits[0]]
+
+
+# ------------------------------------------------------------------------------------ synthetic outputs
+def _ci_rows(rng, keys: dict, low: float = 0.0, high: float = 1.0) -> dict:
+    mean = float(rng.uniform(low, high))
+    return {**keys, "n": 12, "mean": mean, "std": 0.05, "ci_low": mean - 0.02, "ci_high": mean + 0.02}
+
+
+def write_outputs(root: Path, photos: list[Path]) -> None:
+    """Consistent outputs of every stage the pages read; metrics JSON derived from the CSVs like the stages do."""
+    rng = np.random.default_rng(7)
+    (root / "metrics").mkdir()
+    data = root / "data"
+    for folder in ("aligned", "correlation", "similarity", "variability", "occlusion/examples", "parsing/examples"):
+        (data / folder).mkdir(parents=True)
+    json.dump({"identities": 2, "images": 5, "kept": 4, "kept_identities": 2, "discarded": 1,
+               "discarded_by_reason": {"no_face": 1},
+               "by_gender": {"female": {"identities": 1, "images": 3, "kept": 2, "discarded": 1},
+                             "male": {"identities": 1, "images": 2, "kept": 2, "discarded": 0}}},
+              open(root / "metrics/data.json", "w"))
+    json.dump({m: {"images": 4, "pairs_same": 2, "pairs_different": 4, "auc_cosine": float(rng.uniform(0.8, 1)),
+                   "auc_euclidean": float(rng.uniform(0.8, 1)), "mean_cosine_same": float(rng.uniform(0.5, 0.9)),
+                   "mean_cosine_different": float(rng.uniform(0, 0.4)), "threshold": 0.6,
+                   "accuracy": float(rng.uniform(0.7, 1)), "balanced_accuracy": float(rng.uniform(0.7, 1))}
+               for m in MODELS}, open(root / "metrics/models.json", "w"))
+
+    # aligned photos and LEAM maps for the gallery: 2 identities x 2 photos, real faces resized to 112 px
+    frames = np.stack([cv2.resize(cv2.imread(str(p))[..., ::-1], (112, 112), interpolation=cv2.INTER_AREA)
+                       for p in photos[:4]])
+    np.save(data / "aligned/frames.npy", frames)
+    ids = ["ann/1", "ann/2", "bob/1", "bob/2"]
+    pd.DataFrame({"row": range(4), "image_id": ids, "identity": [i.split("/")[0] for i in ids],
+                  "gender": ["female", "female", "male", "male"]}).to_csv(data / "aligned/index.csv", index=False)
+    yy, xx = np.mgrid[0:16, 0:16]
+    for model in MODELS:
+        folder = data / "leam" / model
+        folder.mkdir(parents=True)
+        centres = rng.uniform(3, 13, size=(4, len(LAYERS), 2))
+        maps = np.exp(-((xx - centres[..., :1, None]) ** 2 + (yy - centres[..., 1:, None]) ** 2) / 8.0)
+        np.save(folder / "maps.npy", maps.astype(np.float16))
+        json.dump({"model": model, "layers": LAYERS, "grid": 16, "frame_size": 112, "sign": "supports_match",
+                   "negative_activations": "relu", "reference": "baseline"}, open(folder / "layers.json", "w"))
+        pd.DataFrame({"row": range(4), "image_id": ids, "identity": [i.split("/")[0] for i in ids],
+                      "gender": ["female", "female", "male", "male"], "reference_image_id": ids[1:] + ids[:1],
+                      "cosine": 0.9}).to_csv(folder / "meta.csv", index=False)
+    for index, photo in enumerate(photos[:3]):
+        face = cv2.resize(cv2.imread(str(photo)), (96, 96), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(data / f"parsing/examples/p__{index}.png"), np.concatenate([face, face[:, ::-1]], axis=1))
+        cv2.imwrite(str(data / f"occlusion/examples/p__{index}.png"), np.concatenate([face] * 3, axis=1))
+
+    # correlate
+    summary, by_gender, enrichment = [], [], []
+    for model in MODELS:
+        for layer in LAYERS:
+            for t in THRESHOLDS:
+                for level, parts in (("class", CLASS_PARTS), ("region", REGION_PARTS)):
+                    for part in parts:
+                        keys = {"model": model, "layer": layer, "threshold": t, "level": level, "part": part}
+                        summary.append(_ci_rows(rng, keys, 0.0, 0.6))
+                        enrichment.append({**keys, "mean_share": summary[-1]["mean"], "mean_area": 0.1, "n": 12,
+                                           "enrichment": summary[-1]["mean"] / 0.1})
+                        for gender in ("female", "male"):
+                            by_gender.append(_ci_rows(rng, {**keys, "gender": gender}, 0.0, 0.6))
+    summary = pd.DataFrame(summary).round(6)
+    summary.to_csv(data / "correlation/shares_summary.csv", index=False)
+    pd.DataFrame(by_gender).round(6).to_csv(data / "correlation/shares_by_gender.csv", index=False)
+    pd.DataFrame(enrichment).round(6).to_csv(data / "correlation/enrichment.csv", index=False)
+    at = summary[np.isclose(summary.threshold, 0.01) & (summary.level == "class")]
+    json.dump({"threshold": 0.01, "shares": {m: {l: {r.part: round(r["mean"], 4) for _, r in g.iterrows()}
+                                                 for l, g in at[at.model == m].groupby("layer")} for m in MODELS},
+               "parser": {"backend": "landmarks"}}, open(root / "metrics/correlation.json", "w"))
+
+    # similarity
+    rows, tests, gender_rows, scores, pairs = [], [], [], [], []
+    for model in MODELS:
+        pairs += [{"model": model, "pair_id": i, "pair_type": "same" if i < 6 else "different"} for i in range(12)]
+        for layer in LAYERS:
+            for t in THRESHOLDS:
+                metrics = ["bc", "emd"] if layer == "overall" and t == 0.01 else ["bc"]
+                for metric in metrics:
+                    keys = {"model": model, "layer": layer, "threshold": t, "metric": metric}
+                    for pair_type, (lo, hi) in (("same", (0.3, 0.6)), ("different", (0.0, 0.2))):
+                        rows.append(_ci_rows(rng, {**keys, "pair_type": pair_type}, lo, hi))
+                        for group in ("female", "male", "female-female", "male-male"):
+                            gender_rows.append(_ci_rows(rng, {**keys, "pair_type": pair_type, "gender_group": group}))
+                    for gender in ("all", "female", "male"):
+                        tests.append({**keys, "gender": gender, "n_same": 6, "n_different": 6, "mannwhitney_u": 30.0,
+                                      "p_value": float(rng.uniform(0, 0.1)), "rank_biserial": float(rng.uniform(0, 1)),
+                                      "cohens_d": 1.0, "same_more_similar": True})
+                    scores += [{"model": model, "layer": layer, "threshold": t, "metric": metric, "pair_id": i,
+                                "value": float(rng.uniform(0.3, 0.6) if i < 6 else rng.uniform(0, 0.2))}
+                               for i in range(12)]
+    summary_sim = pd.DataFrame(rows)
+    summary_sim.to_csv(data / "similarity/summary.csv", index=False)
+    pd.DataFrame(gender_rows).to_csv(data / "similarity/by_gender.csv", index=False)
+    pd.DataFrame(tests).to_csv(data / "similarity/tests.csv", index=False)
+    pd.DataFrame(scores).to_csv(data / "similarity/scores.csv", index=False)
+    pd.DataFrame(pairs).to_csv(data / "similarity/pairs.csv", index=False)
+    bc = summary_sim[(summary_sim.metric == "bc") & np.isclose(summary_sim.threshold, 0.01)]
+    json.dump({"threshold": 0.01, "models": {m: {"layers": {
+        l: {"bc_top": {"same_mean": float(g[g.pair_type == "same"]["mean"].iloc[0]),
+                       "different_mean": float(g[g.pair_type == "different"]["mean"].iloc[0])}}
+        for l, g in bc[bc.model == m].groupby("layer")}} for m in MODELS}}, open(root / "metrics/similarity.json", "w"))
+
+    # variability
+    rows, tests = [], []
+    for model in MODELS:
+        for layer in LAYERS:
+            for t, measure, level, part in [(0.01, "map_cv", "map", np.nan), (0.01, "map_cv_weighted", "map", np.nan),
+                                            (1.0, "map_cv", "map", np.nan), (1.0, "map_cv_weighted", "map", np.nan),
+                                            *[(0.01, "share_cv", "region", p) for p in REGION_PARTS],
+                                            *[(0.01, "share_cv", "class", p) for p in CLASS_PARTS]]:
+                keys = {"model": model, "layer": layer, "threshold": t, "measure": measure, "level": level, "part": part}
+                for gender in ("all", "female", "male"):
+                    rows.append(_ci_rows(rng, {**keys, "gender": gender}, 0.2, 1.5))
+                tests.append({**keys, "n_female": 1, "n_male": 1, "mannwhitney_u": 1.0, "p_value": 1.0,
+                              "rank_biserial": 0.0, "cohens_d": np.nan})
+    pd.DataFrame(rows).to_csv(data / "variability/summary.csv", index=False)
+    pd.DataFrame(tests).to_csv(data / "variability/tests.csv", index=False)
+    json.dump({"threshold": 0.01}, open(root / "metrics/variability.json", "w"))
+
+    # occlusion: source = target rows for LEAM, source none for random baselines, plus transfer rows
+    rows, tests, gender_rows = [], [], []
+    for target in MODELS:
+        for t in (0.01, 0.05):
+            for source in MODELS:
+                rows.append(_ci_rows(rng, {"source": source, "target": target, "map": "overall", "threshold": t,
+                                           "kind": "leam"}, 0.05, 0.15))
+            for kind in KINDS[1:]:
+                rows.append(_ci_rows(rng, {"source": "none", "target": target, "map": "none", "threshold": t,
+                                           "kind": kind}, 0.0, 0.05))
+                for gender in ("all", "female", "male"):
+                    tests.append({"source": target, "target": target, "map": "overall", "threshold": t, "random": kind,
+                                  "leam_mean": 0.1, "random_mean": 0.02, "difference": 0.08, "wilcoxon_w": 1.0,
+                                  "p_value": float(rng.uniform(0, 0.05)), "n": 12, "gender": gender})
+            for kind, source in (("leam", target), *[(k, "none") for k in KINDS[1:]]):
+                for gender in ("female", "male"):
+                    gender_rows.append(_ci_rows(rng, {"source": source, "target": target, "map": "overall",
+                                                      "threshold": t, "kind": kind, "gender": gender}, 0.0, 0.15))
+    occlusion = pd.DataFrame(rows)
+    occlusion.to_csv(data / "occlusion/summary.csv", index=False)
+    pd.DataFrame(tests).to_csv(data / "occlusion/tests.csv", index=False)
+    pd.DataFrame(gender_rows).to_csv(data / "occlusion/by_gender.csv", index=False)
+    own = occlusion[(occlusion.source == occlusion.target) & np.isclose(occlusion.threshold, 0.01)]
+    json.dump({"threshold": 0.01, "map": "overall",
+               "models": {r.source: {"leam_drop": r["mean"]} for _, r in own.iterrows()}},
+              open(root / "metrics/occlusion.json", "w"))
+
+
+def make_repo(root: Path, photos: list[Path], threshold: float = 0.01, pages: list[str] | None = None) -> Path:
+    """A repository layout: params.yaml, README, leam (linked), reports/ (copied, optionally fewer pages)."""
+    root.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update({"threshold": threshold, "models": MODELS})
+    params.setdefault("report", {}).update({"gallery_identities": 2, "gallery_images": 2})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "README.md").write_text("# x\n\n## Assumptions\n\n- **Test assumption**: stated here.\n\n## Next\n")
+    (root / "leam").symlink_to(REPO / "leam", target_is_directory=True)
+    reports = root / "reports"
+    reports.mkdir()
+    for page in REPO.joinpath("reports").glob("*.qmd"):
+        shutil.copy(page, reports / page.name)
+    config = yaml.safe_load((REPO / "reports/_quarto.yml").read_text())
+    if pages is not None:
+        config["website"]["navbar"]["left"] = [e for e in config["website"]["navbar"]["left"] if e["href"] in pages]
+        config["project"]["render"] = pages
+    (reports / "_quarto.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_outputs(root, photos)
+    return reports
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, small_slice) -> Path:
+    """The whole site rendered once with the fallback renderer; returns the _site folder."""
+    photos = [Path(p) for p in small_slice.abspath[:4]]
+    reports = make_repo(tmp_path_factory.mktemp("repo"), photos)
+    renderer, files = render_site(reports, renderer="fallback")
+    assert renderer == "fallback" and len(files) == 8
+    return reports / "_site"
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    return column.astype(float).to_numpy()
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_tables_show_the_numbers_of_the_metrics_files(site):
+    root = site.parents[1]
+    models = json.loads((root / "metrics/models.json").read_text())
+    shown = find_table(html_tables(site / "index.html"), "Verification per model").set_index("model")
+    for model, values in models.items():
+        assert float(shown.loc[model, "AUC (cosine)"]) == pytest.approx(values["auc_cosine"], abs=5e-5)
+        assert float(shown.loc[model, "mean cosine different"]) == pytest.approx(values["mean_cosine_different"], abs=5e-5)
+
+    shares = json.loads((root / "metrics/correlation.json").read_text())["shares"]
+    region_tables = html_tables(site / "regions.html")
+    for model in MODELS:
+        table = find_table(region_tables, model, "per class").set_index("layer")
+        assert list(table.index) == LAYERS  # input side first, overall last
+        for layer in LAYERS:
+            for part, value in shares[model][layer].items():
+                assert float(table.loc[layer, part]) == pytest.approx(value, abs=1.01e-4)
+
+    similarity = json.loads((root / "metrics/similarity.json").read_text())["models"]
+    pattern_tables = html_tables(site / "patterns.html")
+    for model in MODELS:
+        table = find_table(pattern_tables, model, "BC, top-t variant").set_index("layer")
+        for layer, entry in similarity[model]["layers"].items():
+            assert float(table.loc[layer, "same mean"]) == pytest.approx(entry["bc_top"]["same_mean"], abs=5e-5)
+            assert float(table.loc[layer, "different mean"]) == pytest.approx(entry["bc_top"]["different_mean"], abs=5e-5)
+
+    drops = json.loads((root / "metrics/occlusion.json").read_text())["models"]
+    occlusion_tables = html_tables(site / "occlusion.html")
+    for model in MODELS:
+        table = find_table(occlusion_tables, model, "mean drop per threshold")
+        leam = table[(table.kind == "leam") & (table.threshold.astype(float) == 0.01)]
+        assert _floats(leam["mean drop"]) == pytest.approx([drops[model]["leam_drop"]], abs=5e-5)
+    transfer = find_table(occlusion_tables, "source x target").set_index("source")
+    assert transfer.shape == (2, 2)
+
+    methods = html_tables(site / "methods.html")
+    assert find_table(methods, "Cross-cutting").set_index("key").loc["threshold", "value"] == "0.01"
+    assert "Test assumption" in (site / "methods.html").read_text()
+    assert "l1, l2, overall" in (site / "methods.html").read_text()
+
+
+def test_changing_the_threshold_changes_the_rendered_numbers(tmp_path, small_slice, site):
+    photos = [Path(p) for p in small_slice.abspath[:4]]
+    reports = make_repo(tmp_path / "repo", photos, threshold=0.05, pages=["regions.qmd", "occlusion.qmd"])
+    render_site(reports, renderer="fallback")
+    summary = pd.read_csv(reports.parent / "data/correlation/shares_summary.csv")
+    before = find_table(html_tables(site / "regions.html"), "alpha", "per class").set_index("layer")
+    after_tables = html_tables(reports / "_site/regions.html")
+    after = find_table(after_tables, "alpha", "per class").set_index("layer")
+    assert "top 0.05" in next(c for c in after_tables if "alpha" in c and "per class" in c)
+    expected = summary[(summary.model == "alpha") & (summary.layer == "overall") & (summary.level == "class")
+                       & np.isclose(summary.threshold, 0.05)].set_index("part")["mean"]
+    for part, value in expected.items():
+        assert float(after.loc["overall", part]) == pytest.approx(value, abs=5.01e-5)
+    assert not np.allclose(_floats(before.loc["overall", list(expected.index)]),
+                           _floats(after.loc["overall", list(expected.index)]))
+    page = (reports / "_site/regions.html").read_text()
+    assert "computed at threshold 0.01" in page and "dvc repro correlate" in page  # stale metrics are flagged
+    transfer = find_table(html_tables(reports / "_site/occlusion.html"), "source x target", "top 0.05")
+    assert transfer.set_index("source").shape == (2, 2)
+
+
+def test_missing_outputs_show_a_note_instead_of_failing(tmp_path, small_slice):
+    photos = [Path(p) for p in small_slice.abspath[:4]]
+    reports = make_repo(tmp_path / "repo", photos, pages=["index.qmd"])
+    (reports.parent / "metrics/models.json").unlink()
+    (reports.parent / "metrics/data.json").unlink()
+    render_site(reports, renderer="fallback")
+    page = (reports / "_site/index.html").read_text()
+    assert "run <code>dvc repro models</code>" in page and "run <code>dvc repro align</code>" in page
+    assert "<table" not in page
+
+
+@pytest.mark.skipif(None in chromium_paths(), reason="needs Debian's chromium and chromium-driver")
+def test_pages_open_in_chromium_without_broken_images_or_errors(site, tmp_path):
+    index = check_page(site / "index.html", tmp_path / "index.png")
+    assert index.title.startswith("LEAM report")
+    assert index.tables >= 3 and not index.broken_images and not index.console_errors
+    gallery = check_page(site / "gallery.html", tmp_path / "gallery.png")
+    assert gallery.images >= 2 and not gallery.broken_images and not gallery.console_errors
+    regions = check_page(site / "regions.html", tmp_path / "regions.png")
+    assert regions.tables >= 4 and regions.images >= 2
+    assert not regions.broken_images and not regions.console_errors
+    assert any("nose" in text for text in regions.table_texts)
+    assert (tmp_path / "regions.png").stat().st_size > 10_000
