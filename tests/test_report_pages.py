@@ -150,7 +150,7 @@ def write_outputs(root: Path, photos: list[Path]) -> None:
     at = summary[np.isclose(summary.threshold, 0.01) & (summary.level == "class")]
     json.dump({"threshold": 0.01, "shares": {m: {l: {r.part: round(r["mean"], 4) for _, r in g.iterrows()}
                                                  for l, g in at[at.model == m].groupby("layer")} for m in MODELS},
-               "parser": {"backend": "landmarks"}}, open(root / "metrics/correlation.json", "w"))
+               "parser": {"backend": "landmarks", "available": ["nose", "skin", "left_eye", "right_eye"]}}, open(root / "metrics/correlation.json", "w"))
 
     # similarity
     rows, tests, gender_rows, scores, pairs = [], [], [], [], []
@@ -350,3 +350,20 @@ def test_pages_open_in_chromium_without_broken_images_or_errors(site, tmp_path):
     assert not regions.broken_images and not regions.console_errors
     assert any("nose" in text for text in regions.table_texts)
     assert (tmp_path / "regions.png").stat().st_size > 10_000
+
+
+def test_overlay_normalises_each_map_by_its_own_maximum(small_slice):
+    from leam.report.figures import normalise_per_map, overlays
+
+    face = cv2.resize(cv2.imread(small_slice.abspath[0])[..., ::-1], (64, 64), interpolation=cv2.INTER_AREA)
+    peak = np.zeros((8, 8), np.float32)
+    peak[2, 5] = 1.0
+    maps = np.stack([peak * 3.0, peak * 300.0, np.zeros_like(peak)])  # same shape, different scales, empty
+    normalised = normalise_per_map(maps)
+    assert normalised.max(axis=(1, 2)).tolist() == [1.0, 1.0, 0.0]
+    tiles = overlays(np.stack([face] * 3), maps, size=64, alpha=0.5)
+    assert tiles.shape == (3, 64, 64, 3) and tiles.dtype == np.uint8
+    assert np.array_equal(tiles[0], tiles[1])  # display normalisation removes the scale
+    hot = tiles[0][2 * 8 + 4, 5 * 8 + 4].astype(int) - face[2 * 8 + 4, 5 * 8 + 4].astype(int) // 2
+    cold = tiles[2][2 * 8 + 4, 5 * 8 + 4].astype(int) - face[2 * 8 + 4, 5 * 8 + 4].astype(int) // 2
+    assert hot[0] > cold[0] + 60  # the peak cell turns red (turbo high end), the empty map stays dark blue

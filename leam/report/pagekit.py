@@ -202,3 +202,17 @@ def figure_jpeg(fig, alt: str = "figure", dpi: int = 90, quality: int = 85) -> H
     plt.close(fig)
     bgr = cv2.imdecode(np.frombuffer(buffer.getvalue(), dtype=np.uint8), cv2.IMREAD_COLOR)
     return HTML(f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{_jpeg_base64(bgr, quality)}">')
+
+
+def available_regions(correlation_metrics: dict | None) -> list[str] | None:
+    """Regions the parser can label (any member class available) plus ``not_labelled``; None = unknown.
+
+    The landmark parser cannot tell hair, ears or background: their shares are 0 by construction, so pages
+    leave those columns out rather than show zeros that look like findings.
+    """
+    from leam.parsing.classes import NOT_LABELLED_NAME, REGIONS
+
+    available = set(((correlation_metrics or {}).get("parser") or {}).get("available") or [])
+    if not available:
+        return None
+    return [region for region, members in REGIONS.items() if available & set(members)] + [NOT_LABELLED_NAME]
