@@ -47,7 +47,7 @@ def table(frame: pd.DataFrame, float_format: str = FLOAT_FORMAT, caption: str | 
     """A plain HTML table; floats shown with ``float_format`` (the report test parses these numbers)."""
     formatters = {col: (lambda v, f=float_format: "" if pd.isna(v) else f.format(v))
                   for col in frame.columns if pd.api.types.is_float_dtype(frame[col])}
-    body = frame.to_html(index=False, formatters=formatters, border=0, classes="leam-table", escape=True)
+    body = frame.to_html(index=False, formatters=formatters, border=0, classes="leam-table", escape=True, na_rep="")
     if caption:
         body = body.replace("<thead>", f"<caption>{html.escape(caption)}</caption><thead>", 1)
     return HTML(body)
