@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Keep BLAS/torch from oversubscribing the two cores when stages run worker processes.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: repro test venv benchmarks clean-venv
+.PHONY: repro test venv benchmarks plots clean-venv
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ test: venv
 
 benchmarks: venv
 	for script in benchmarks/[a-z]*.py; do $(BIN)/python -m benchmarks.$$(basename $$script .py) || exit 1; done
+
+# Offline `dvc plots show`: Vega inlined into a local template (fetched once with npm pack).
+plots: venv
+	test -f .cache/plots/template.html || $(BIN)/python tools/plots_template.py
+	$(BIN)/dvc plots show --html-template .cache/plots/template.html -o reports/_plots
 
 clean-venv:
 	rm -rf $(VENV)
