@@ -43,9 +43,18 @@ def read_csv(relative: str) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
+P_VALUE_FORMAT = "{:.2e}"
+
+
 def table(frame: pd.DataFrame, float_format: str = FLOAT_FORMAT, caption: str | None = None) -> HTML:
-    """A plain HTML table; floats shown with ``float_format`` (the report test parses these numbers)."""
-    formatters = {col: (lambda v, f=float_format: "" if pd.isna(v) else f.format(v))
+    """A plain HTML table; floats shown with ``float_format`` (the report test parses these numbers).
+
+    p-value columns (``p``, ``p_value``, ``p_vs_*``) use scientific notation: 4 decimals would show 0.0000.
+    """
+    def is_p(column) -> bool:
+        return str(column) in ("p", "p_value") or str(column).startswith("p_vs_")
+
+    formatters = {col: (lambda v, f=(P_VALUE_FORMAT if is_p(col) else float_format): "" if pd.isna(v) else f.format(v))
                   for col in frame.columns if pd.api.types.is_float_dtype(frame[col])}
     body = frame.to_html(index=False, formatters=formatters, border=0, classes="leam-table", escape=True, na_rep="")
     if caption:
