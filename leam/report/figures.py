@@ -141,7 +141,7 @@ def pair_violins(scores: pd.DataFrame, value_label: str = "BC") -> plt.Figure:
     ax.set_ylabel(value_label)
     ax.set_xlabel("")
     ax.tick_params(axis="x", labelsize=8, rotation=20)
-    ax.legend(fontsize=8, title=None)
+    ax.legend(fontsize=8, title=None, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 

@@ -75,7 +75,7 @@ def params_banner(*keys: str) -> HTML:
 
 
 def missing(what: str, stage: str) -> Markdown:
-    return Markdown(f"*{what} is not available yet: run `dvc repro {stage}`.*")
+    return Markdown(f"*Not available yet: {what}; run `dvc repro {stage}`.*")
 
 
 def image(relative: str, alt: str = "", width: int | None = None) -> HTML:
