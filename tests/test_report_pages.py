@@ -103,7 +103,9 @@ def write_outputs(root: Path, photos: list[Path]) -> None:
     json.dump({m: {"images": 4, "pairs_same": 2, "pairs_different": 4, "auc_cosine": float(rng.uniform(0.8, 1)),
                    "auc_euclidean": float(rng.uniform(0.8, 1)), "mean_cosine_same": float(rng.uniform(0.5, 0.9)),
                    "mean_cosine_different": float(rng.uniform(0, 0.4)), "threshold": 0.6,
-                   "accuracy": float(rng.uniform(0.7, 1)), "balanced_accuracy": float(rng.uniform(0.7, 1))}
+                   "accuracy": float(rng.uniform(0.7, 1)), "balanced_accuracy": float(rng.uniform(0.7, 1)),
+                   **{g: {"pairs_same": 1, "pairs_different": 1, "auc_cosine": float(rng.uniform(0.8, 1)),
+                          "mean_cosine_same": 0.7, "mean_cosine_different": 0.2} for g in ("female", "male")}}
                for m in MODELS}, open(root / "metrics/models.json", "w"))
 
     # aligned photos and LEAM maps for the gallery: 2 identities x 2 photos, real faces resized to 112 px
@@ -273,6 +275,12 @@ def test_tables_show_the_numbers_of_the_metrics_files(site):
     for model, values in models.items():
         assert float(shown.loc[model, "AUC (cosine)"]) == pytest.approx(values["auc_cosine"], abs=5e-5)
         assert float(shown.loc[model, "mean cosine different"]) == pytest.approx(values["mean_cosine_different"], abs=5e-5)
+
+    by_gender = find_table(html_tables(site / "gender.html"), "Verification within each gender")
+    for row in by_gender.itertuples(index=False):
+        assert float(row[by_gender.columns.get_loc("AUC (cosine)")]) == pytest.approx(
+            models[row.model][row.gender]["auc_cosine"], abs=5e-5)
+    assert len(by_gender) == 2 * len(MODELS)
 
     shares = json.loads((root / "metrics/correlation.json").read_text())["shares"]
     region_tables = html_tables(site / "regions.html")
