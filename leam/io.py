@@ -77,6 +77,21 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def download_to(url: str, target: str | os.PathLike, what: str, timeout_s: float = 60.0) -> Path:
+    """Stream ``url`` into ``target`` atomically; a network failure is a one-line LeamError naming ``what``."""
+    import urllib.request
+
+    target = Path(target)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, atomic_path(target) as tmp:
+            with open(tmp, "wb") as handle:
+                while chunk := response.read(1 << 20):
+                    handle.write(chunk)
+    except OSError as exc:
+        raise LeamError(f"cannot download {what} from {url}: {exc}") from None
+    return target
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from leam.errors import ChecksumError, LeamError, check_choice
-from leam.io import atomic_path, load_params, sha256_file
+from leam.io import download_to, load_params, sha256_file
 from leam.models.registry import _REGISTRY, ModelSpec, available_models, register
 
 log = logging.getLogger(__name__)
@@ -211,13 +210,7 @@ def _fetch(path_or_url: str, name: str, weights_dir: Path) -> Path:
     cached = weights_dir / f"{name}.pth"
     if not cached.is_file():
         log.info("downloading %s -> %s", path_or_url, cached)
-        try:
-            with urllib.request.urlopen(path_or_url, timeout=60) as response, atomic_path(cached) as tmp:
-                with open(tmp, "wb") as handle:
-                    while chunk := response.read(1 << 20):
-                        handle.write(chunk)
-        except OSError as exc:
-            raise LeamError(f"cannot download checkpoint for model {name!r} from {path_or_url}: {exc}") from None
+        download_to(path_or_url, cached, f"checkpoint for model {name!r}")
     return cached
 
 

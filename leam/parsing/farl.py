@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ import torch
 
 from leam.errors import ChecksumError, LeamError
 from leam.frame import invert_affine, warp
-from leam.io import atomic_path, sha256_file
+from leam.io import download_to, sha256_file
 from leam.parsing.classes import CLASSES, FARL_CELEBM_NAMES, NOT_LABELLED, parser_to_canonical
 from leam.parsing.landmarks import LEFT_EYE, RIGHT_EYE, ParseResult, landmark_failures
 
@@ -102,13 +101,7 @@ def fetch_model(model_path: str, url: str, sha256: str, cache_dir: Path) -> Path
         path = Path(cache_dir) / Path(urllib.parse.urlparse(url).path).name
         if not path.is_file():
             log.info("downloading %s -> %s", url, path)
-            try:
-                with urllib.request.urlopen(url, timeout=60) as response, atomic_path(path) as tmp:
-                    with open(tmp, "wb") as handle:
-                        while chunk := response.read(1 << 20):
-                            handle.write(chunk)
-            except OSError as exc:
-                raise LeamError(f"cannot download the FaRL model from {url}: {exc}") from None
+            download_to(url, path, "the FaRL model")
     else:
         raise LeamError("parsing.backend=farl needs parsing.farl_model_path or parsing.farl_url (+ farl_sha256)")
     if sha256:
