@@ -262,7 +262,9 @@ def align_images(paths: Sequence[str], *, frame_size: int = 224, padding: float 
         aligner = FaceAligner(config)
         outcomes = [_align_one(aligner, t) for t in tqdm(tasks, **bar)]
     else:
-        with multiprocessing.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(config,)) as pool:
+        # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can deadlock the workers.
+        context = multiprocessing.get_context("forkserver")
+        with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(config,)) as pool:
             outcomes = list(tqdm(pool.imap(_align_task, tasks, chunksize=2), **bar))
     return _collect(outcomes, frame_size)
 

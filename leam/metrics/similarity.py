@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -110,8 +111,9 @@ def emd_pairs(probs: np.ndarray, pairs: np.ndarray, cost: np.ndarray, workers: i
         finally:
             _WORKER_STATE.clear()
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                 initargs=(probs, cost, max_iter)) as pool:
+        # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can deadlock the workers.
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(probs, cost, max_iter),
+                                 mp_context=multiprocessing.get_context("forkserver")) as pool:
             for part, values in zip(chunks, pool.map(_emd_chunk, chunks)):
                 results.append(values)
                 bar.update(part.shape[0])
