@@ -2,8 +2,8 @@
 
 For every model in ``models``, every LEAM layer (and ``overall``) and every top-t variant
 (``similarity.thresholds`` plus the top-level ``threshold``; 1.0 = full map), each map becomes a
-distribution over ``similarity.grid`` x ``similarity.grid`` cells (area pooling after top-t selection at
-full resolution, ``similarity.negative_policy``, optional ``similarity.face_mask``; see
+distribution over grid cells: ``similarity.bc_grid`` cells a side for BC (0 = the stored map grid, no
+pooling) and ``similarity.grid`` for EMD (area pooling after top-t selection at full resolution, ``similarity.negative_policy``, optional ``similarity.face_mask``; see
 ``leam.metrics.distributions``). Pairs: every same-identity pair and, per identity, a seeded sample of
 ``similarity.different_per_same`` different-identity pairs per same pair.
 
@@ -106,6 +106,7 @@ def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, params: dict
                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Pairs, long scores, exclusions and timings (s) of one model."""
     grid = int(param(params, "similarity.grid"))
+    bc_grid = int(param(params, "similarity.bc_grid", 0)) or maps.shape[-1]
     policy = param(params, "similarity.negative_policy")
     threshold = float(param(params, "threshold"))
     frame_size = int(layers.get("frame_size", param(params, "align.frame_size", 224)))
@@ -126,18 +127,21 @@ def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, params: dict
         layer_maps = np.asarray(maps[:, layer_index], dtype=np.float32)
         for fraction in variant_thresholds(params):
             start = time.perf_counter()
-            dist = maps_to_distributions(layer_maps, grid, policy, fraction, face_mask)
+            dist_bc = maps_to_distributions(layer_maps, bc_grid, policy, fraction, face_mask)
             timings["maps_s"] += time.perf_counter() - start
-            keep = dist.valid[a] & dist.valid[b]
-            exclusions.append({"layer": layer, "threshold": fraction, "maps_excluded": dist.n_excluded,
+            keep = dist_bc.valid[a] & dist_bc.valid[b]
+            exclusions.append({"layer": layer, "threshold": fraction, "maps_excluded": dist_bc.n_excluded,
                                "pairs_dropped": int((~keep).sum())})
             start = time.perf_counter()
-            bc = bhattacharyya_matrix(dist.probs)[a[keep], b[keep]]
+            bc = bhattacharyya_matrix(dist_bc.probs, dtype=np.float32)[a[keep], b[keep]].astype(np.float64)
             timings["bc_s"] += time.perf_counter() - start
             scores.append(pd.DataFrame({"layer": layer, "threshold": fraction, "metric": "bc",
                                         "pair_id": pairs["pair_id"].to_numpy()[keep], "value": bc}))
             if layer in emd_layers and any(np.isclose(fraction, t) for t in emd_thresholds):
                 start = time.perf_counter()
+                dist = (dist_bc if bc_grid == grid
+                        else maps_to_distributions(layer_maps, grid, policy, fraction, face_mask))
+                keep = dist.valid[a] & dist.valid[b]
                 emd = emd_pairs(dist.probs, np.stack([a[keep], b[keep]], axis=1), cost, workers=workers,
                                 max_iter=max_iter, progress=progress)
                 timings["emd_s"] += time.perf_counter() - start
@@ -234,6 +238,7 @@ def main(args: argparse.Namespace) -> None:
     write_csv_atomic(out / "exclusions.csv", exclusions[["model", "layer", "threshold", "maps_excluded", "pairs_dropped"]])
     write_json_atomic(args.metrics, json_safe({
         "grid": grid, "cell_size_px": cell_size(frame_size, grid), "frame_size": frame_size,
+        "bc_grid": int(param(params, "similarity.bc_grid", 0)) or "stored map grid (leam.store_size)",
         "ground_metric": GROUND_METRIC, "negative_policy": param(params, "similarity.negative_policy"),
         "face_mask": use_face_mask, "threshold": threshold,
         "pairing": f"all same-identity pairs; {param(params, 'similarity.different_per_same')} seeded "

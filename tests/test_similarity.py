@@ -172,11 +172,12 @@ def test_similarity_stage_end_to_end(tmp_path, small_slice):
     exclusions = pd.read_csv(out / "exclusions.csv")
     assert (exclusions.maps_excluded == 1).all()  # the all-zero last image, in every layer and variant
     assert (exclusions.pairs_dropped == ((pairs.image_a == fake["image_ids"][-1]) | (pairs.image_b == fake["image_ids"][-1])).sum()).all()
-    # BC written for grey maps at top 5% equals BC recomputed from the photo directly, with the face mask
+    # BC written for grey maps at top 5% equals BC recomputed from the photo directly, with the face mask,
+    # on the stored 112 grid (similarity.bc_grid = 0: BC is not pooled; only EMD uses similarity.grid)
     rows = scores[(scores.layer == "grey") & (scores.threshold == 0.05) & (scores.metric == "bc")].merge(pairs, on=["model", "pair_id"])
     mask = np.zeros((112, 112), bool)
     mask[20:92, 20:92] = True
-    dist = maps_to_distributions(fake["grey"].astype(np.float16).astype(np.float32), 14, fraction=0.05, face_mask=mask)
+    dist = maps_to_distributions(fake["grey"].astype(np.float16).astype(np.float32), 112, fraction=0.05, face_mask=mask)
     index = {image: i for i, image in enumerate(fake["image_ids"])}
     first = rows.iloc[0]
     expected = np.sum(np.sqrt(dist.probs[index[first.image_a]] * dist.probs[index[first.image_b]]))

@@ -45,10 +45,13 @@ class EMDConvergenceError(LeamError):
 
 
 # --------------------------------------------------------------------------------------------- BC
-def bhattacharyya_matrix(first: np.ndarray, second: np.ndarray | None = None) -> np.ndarray:
-    """All-pairs BC (N, M) of distributions ``first`` (N, K) and ``second`` (M, K) (default: ``first``)."""
-    root_first = np.sqrt(np.asarray(first, dtype=np.float64))
-    root_second = root_first if second is None else np.sqrt(np.asarray(second, dtype=np.float64))
+def bhattacharyya_matrix(first: np.ndarray, second: np.ndarray | None = None, dtype=np.float64) -> np.ndarray:
+    """All-pairs BC (N, M) of distributions ``first`` (N, K) and ``second`` (M, K) (default: ``first``).
+
+    ``dtype=np.float32`` halves memory and time for fine grids (K = 112 x 112) at ~1e-6 relative error.
+    """
+    root_first = np.sqrt(np.asarray(first, dtype=dtype))
+    root_second = root_first if second is None else np.sqrt(np.asarray(second, dtype=dtype))
     return np.clip(root_first @ root_second.T, 0.0, 1.0)
 
 
