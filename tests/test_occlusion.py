@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import cv2
@@ -338,11 +339,17 @@ def test_select_images_uses_common_maps_references_and_subsampling() -> None:
 
 # ----------------------------------------------------------------------------- real model, real faces
 
-DLIB_WEIGHTS = REPO_ROOT / "data" / "models" / "dlib_resnet.pt"
+@pytest.fixture(scope="module")
+def dlib_weights(tmp_path_factory) -> Path:
+    """dlib's network converted from the .dat file that ships with face_recognition_models."""
+    from stages.weights import convert_dlib_resnet
+
+    folder = tmp_path_factory.mktemp("dlib_weights")
+    (folder / "weights.json").write_text(json.dumps({"dlib_resnet": convert_dlib_resnet(folder)}))
+    return folder
 
 
-@pytest.mark.skipif(not DLIB_WEIGHTS.is_file(), reason="dlib_resnet weights not converted (python -m stages.weights)")
-def test_leam_guided_occlusion_beats_random_for_dlib(small_slice: pd.DataFrame) -> None:
+def test_leam_guided_occlusion_beats_random_for_dlib(small_slice: pd.DataFrame, dlib_weights: Path) -> None:
     """Real dlib ResNet, 6 identities x 3 real faces: LEAM top-5% occlusion lowers similarity more than random.
 
     Measured on a 38-image slice (see report): the overall map beats uniform random masks and, by 3-4x,
@@ -358,7 +365,7 @@ def test_leam_guided_occlusion_beats_random_for_dlib(small_slice: pd.DataFrame) 
     assert len(set(identities)) == 6 and len(ids) >= 15
     references = _references(identities)
     spec = get_spec("dlib_resnet")
-    model = spec.load(DLIB_WEIGHTS.parent)
+    model = spec.load(dlib_weights)
     clean = F.normalize(core.embed_frames(model, spec, frames, landmarks, PADDING), dim=1)
     result = core.frame_leam_maps(model, spec, frames, landmarks, clean[[r[0] for r in references]],
                                   list(spec.layers), PADDING)
