@@ -96,6 +96,15 @@ def _emd_chunk(pairs: np.ndarray) -> np.ndarray:
     return np.array([emd_pair(probs[i], probs[j], cost, max_iter) for i, j in pairs], dtype=np.float64)
 
 
+def _worker_context():
+    """forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can deadlock the
+    workers. The server imports this module (POT, numpy; POT pulls in torch) once, so each worker starts
+    as a cheap fork of an idle, already-initialised process."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def emd_pairs(probs: np.ndarray, pairs: np.ndarray, cost: np.ndarray, workers: int = 1,
               max_iter: int = 1_000_000, chunk: int = 256, progress: bool = False) -> np.ndarray:
     """Exact EMD (P,) for index pairs (P, 2) into ``probs`` (N, K), spread over ``workers`` processes."""
@@ -114,9 +123,8 @@ def emd_pairs(probs: np.ndarray, pairs: np.ndarray, cost: np.ndarray, workers: i
         finally:
             _WORKER_STATE.clear()
     else:
-        # forkserver, not fork: forking a process whose torch/OpenMP threads hold locks can deadlock the workers.
         with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(probs, cost, max_iter),
-                                 mp_context=multiprocessing.get_context("forkserver")) as pool:
+                                 mp_context=_worker_context()) as pool:
             for part, values in zip(chunks, pool.map(_emd_chunk, chunks)):
                 results.append(values)
                 bar.update(part.shape[0])
