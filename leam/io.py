@@ -67,6 +67,63 @@ def save_npy_atomic(target: str | os.PathLike, array: np.ndarray) -> None:
             np.save(handle, array)
 
 
+def read_aligned(folder: str | os.PathLike, frame_size: int | None = None
+                 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The align stage's outputs (docs/ARCHITECTURE.md), checked against each other.
+
+    Returns the index, frames (N, S, S, 3) uint8 memory-mapped, and landmarks (N, 68, 2) in frame pixels.
+    ``frame_size`` additionally requires S to match ``align.frame_size``.
+    """
+    folder = Path(folder)
+    paths = {name: folder / name for name in ("index.csv", "frames.npy", "landmarks.npy")}
+    missing = [str(path) for path in paths.values() if not path.is_file()]
+    if missing:
+        raise LeamError(f"missing aligned data: {', '.join(missing)} (run `dvc repro align`)")
+    index = pd.read_csv(paths["index.csv"], dtype={"image_id": str, "identity": str})
+    frames = np.load(paths["frames.npy"], mmap_mode="r")
+    landmarks = np.load(paths["landmarks.npy"])
+    if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3 or frames.dtype != np.uint8:
+        raise LeamError(f"{paths['frames.npy']} must be uint8 (N, S, S, 3), got {frames.dtype} {frames.shape}")
+    if frame_size is not None and frames.shape[1] != frame_size:
+        raise LeamError(f"{paths['frames.npy']} is {frames.dtype} {frames.shape}, expected uint8 (N, {frame_size}, "
+                        f"{frame_size}, 3) for align.frame_size={frame_size}")
+    if landmarks.shape != (frames.shape[0], 68, 2):
+        raise LeamError(f"{paths['landmarks.npy']} must be ({frames.shape[0]}, 68, 2), got {landmarks.shape}")
+    if len(index) != len(frames):
+        raise LeamError(f"aligned data disagree: {len(frames)} frames, {len(landmarks)} landmarks, "
+                        f"{len(index)} index rows")
+    return index, frames, landmarks
+
+
+def read_leam_outputs(leam_dir: str | os.PathLike, model: str) -> tuple[np.ndarray, dict, pd.DataFrame]:
+    """One model's leam-stage outputs (docs/ARCHITECTURE.md), checked against each other.
+
+    Returns memory-mapped maps (N, L+1, G, G), the parsed layers.json, and meta.csv sorted by ``row``
+    (which must number the maps 0..N-1), with missing genders as ``unknown``.
+    """
+    folder = Path(leam_dir) / model
+    paths = [folder / name for name in ("maps.npy", "layers.json", "meta.csv")]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise LeamError(f"missing LEAM output(s) for model {model!r}: {', '.join(missing)} "
+                        f"(run `dvc repro leam@{model}`)")
+    maps = np.load(paths[0], mmap_mode="r")
+    layers = json.loads(paths[1].read_text(encoding="utf-8"))
+    meta = pd.read_csv(paths[2])
+    names = layers.get("layers", [])
+    if maps.ndim != 4 or maps.shape[0] != len(meta) or maps.shape[1] != len(names) or maps.shape[2] != maps.shape[3]:
+        raise LeamError(f"{paths[0]} has shape {maps.shape}, expected ({len(meta)}, {len(names)}, G, G) "
+                        f"from meta.csv and layers.json; rerun `dvc repro leam@{model}`")
+    needed = {"row", "image_id", "identity", "gender"} - set(meta.columns)
+    if needed:
+        raise LeamError(f"{paths[2]} lacks columns: {', '.join(sorted(needed))}")
+    meta = meta.sort_values("row").reset_index(drop=True)
+    if not np.array_equal(meta["row"].to_numpy(), np.arange(len(meta))):
+        raise LeamError(f"{paths[2]}: column 'row' must number the maps 0..{len(meta) - 1}")
+    meta["gender"] = meta["gender"].fillna("unknown").astype(str)
+    return maps, layers, meta
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

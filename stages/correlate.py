@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from leam.cli import run_stage, stage_parser
 from leam.errors import LeamError
-from leam.io import load_params, param, write_csv_atomic, write_json_atomic
+from leam.io import load_params, param, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.metrics.correlation import (class_shares, effective_thresholds, label_fractions, metrics_document,
                                       summarise_shares, tidy_shares)
 
@@ -55,21 +55,6 @@ def load_parsing(parsing_dir: Path) -> tuple[np.ndarray, pd.DataFrame, dict]:
     return labels, index, json.loads(paths[2].read_text(encoding="utf-8"))
 
 
-def load_maps(leam_dir: Path, model: str) -> tuple[np.ndarray, list[str], pd.DataFrame]:
-    folder = leam_dir / model
-    paths = [folder / name for name in ("maps.npy", "layers.json", "meta.csv")]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise LeamError(f"missing LEAM output(s) for model {model!r}: {', '.join(missing)} (run the leam stage)")
-    maps = np.load(paths[0], mmap_mode="r")
-    layers = list(json.loads(paths[1].read_text(encoding="utf-8"))["layers"])
-    meta = pd.read_csv(paths[2]).sort_values("row").reset_index(drop=True)
-    if maps.ndim != 4 or maps.shape[:2] != (len(meta), len(layers)) or maps.shape[2] != maps.shape[3]:
-        raise LeamError(f"{paths[0]} has shape {maps.shape}, expected ({len(meta)}, {len(layers)}, G, G)")
-    meta["gender"] = meta["gender"].fillna("unknown").astype(str)
-    return maps, layers, meta
-
-
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     models = list(param(params, "models"))
@@ -81,7 +66,8 @@ def main(args: argparse.Namespace) -> None:
 
     tables, exclusions, counts = [], [], {}
     for model in tqdm(models, desc="correlate", disable=args.no_progress):
-        maps, layers, meta = load_maps(Path(args.leam_dir), model)
+        maps, layer_info, meta = read_leam_outputs(Path(args.leam_dir), model)
+        layers = list(layer_info["layers"])
         has_labels = meta.image_id.map(lambda image_id: image_id in parsed_row).to_numpy(dtype=bool)
         if not has_labels.any():
             raise LeamError(f"no image of model {model!r} has parser labels; do data/leam and data/parsing "

@@ -37,6 +37,7 @@ from leam import core
 from leam.cli import run_stage, stage_parser
 from leam.errors import LeamError
 from leam.io import load_params, param, save_npy_atomic, write_csv_atomic, write_json_atomic
+from leam.io import read_aligned as io_read_aligned
 from leam.models.iresnet import register_zoo
 from leam.models.registry import available_models, get_spec, resolve_layers
 
@@ -46,23 +47,13 @@ FLOAT16_TINY = float(np.finfo(np.float16).tiny)  # 6.1e-05: smaller values are s
 
 
 def read_aligned(folder: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The aligned index, frames (N, S, S, 3) uint8 (memory-mapped) and landmarks (N, 68, 2); checked."""
-    paths = {name: folder / name for name in ("index.csv", "frames.npy", "landmarks.npy")}
-    missing = [str(path) for path in paths.values() if not path.is_file()]
-    if missing:
-        raise LeamError(f"missing aligned data: {', '.join(missing)} (run `dvc repro align`)")
-    index = pd.read_csv(paths["index.csv"], dtype={"image_id": str, "identity": str})
-    frames = np.load(paths["frames.npy"], mmap_mode="r")
-    landmarks = np.load(paths["landmarks.npy"])
-    if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3 or frames.dtype != np.uint8:
-        raise LeamError(f"{paths['frames.npy']} must be uint8 (N, S, S, 3), got {frames.dtype} {frames.shape}")
-    if landmarks.shape != (frames.shape[0], 68, 2):
-        raise LeamError(f"{paths['landmarks.npy']} must be ({frames.shape[0]}, 68, 2), got {landmarks.shape}")
+    """The aligned index, frames and landmarks (leam.io.read_aligned) plus the columns this stage needs."""
+    index, frames, landmarks = io_read_aligned(folder)
     needed = {"row", "image_id", "identity", "gender"} - set(index.columns)
     if needed:
-        raise LeamError(f"{paths['index.csv']} lacks column(s) {', '.join(sorted(needed))}")
+        raise LeamError(f"{folder / 'index.csv'} lacks column(s) {', '.join(sorted(needed))}")
     if len(index) and (index["row"].min() < 0 or index["row"].max() >= len(frames)):
-        raise LeamError(f"{paths['index.csv']} has rows outside 0..{len(frames) - 1}")
+        raise LeamError(f"{folder / 'index.csv'} has rows outside 0..{len(frames) - 1}")
     return index, frames, landmarks
 
 

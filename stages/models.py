@@ -21,13 +21,12 @@ import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from leam.cli import run_stage, stage_parser
 from leam.errors import LeamError
-from leam.io import load_params, param, save_npy_atomic, write_csv_atomic, write_json_atomic
+from leam.io import load_params, param, read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic
 from leam.models.registry import available_models, get_spec
 from leam.models.verification import embed_frames, evaluate, pair_scores, sample_pairs
 
@@ -62,23 +61,6 @@ def list_models(weights_dir: Path) -> None:
             print(f"  {layer:<12} {'x'.join(map(str, shape))}")
 
 
-def read_aligned(aligned_dir: Path, frame_size: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    paths = [aligned_dir / name for name in ("frames.npy", "landmarks.npy", "index.csv")]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise LeamError(f"missing aligned data: {', '.join(missing)} (run `dvc repro align`)")
-    frames = np.load(paths[0], mmap_mode="r")
-    landmarks = np.load(paths[1])
-    index = pd.read_csv(paths[2])
-    if frames.ndim != 4 or frames.shape[1:] != (frame_size, frame_size, 3) or frames.dtype != np.uint8:
-        raise LeamError(f"{paths[0]} is {frames.dtype} {frames.shape}, expected uint8 (N, {frame_size}, "
-                        f"{frame_size}, 3) for align.frame_size={frame_size}")
-    if not (len(frames) == len(landmarks) == len(index)):
-        raise LeamError(f"aligned data disagree: {len(frames)} frames, {len(landmarks)} landmarks, "
-                        f"{len(index)} index rows")
-    return frames, landmarks, index
-
-
 def main(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     weights_dir = Path(args.weights)
@@ -93,7 +75,7 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    frames, landmarks, index = read_aligned(Path(args.aligned), frame_size)
+    index, frames, landmarks = read_aligned(Path(args.aligned), frame_size)
     pairs = sample_pairs(index.identity.to_numpy(), seed=seed, max_different=max_different)
     table = pd.DataFrame({"image_id_a": index.image_id.to_numpy()[pairs.a],
                           "image_id_b": index.image_id.to_numpy()[pairs.b], "same": pairs.same,

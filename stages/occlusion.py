@@ -27,7 +27,6 @@ the stage logs and writes ms per image-forward for each model so the grid can be
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -40,7 +39,8 @@ import torch
 from leam import occlusion as occ
 from leam.cli import run_stage, stage_parser
 from leam.errors import LeamError, check_choice
-from leam.io import load_params, param, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from leam.io import (load_params, param, read_aligned, read_leam_outputs, write_bytes_atomic, write_csv_atomic,
+                     write_json_atomic)
 from leam.models.registry import get_spec
 
 log = logging.getLogger("leam.occlusion")
@@ -61,19 +61,11 @@ def _read_source(model: str, map_names: list[str]) -> tuple[pd.DataFrame, np.nda
     Layer names differ between models, so a requested layer a model lacks is skipped for that model
     (logged and counted); the first map (the transfer map, normally ``overall``) is required.
     """
-    folder = LEAM / model
-    for name in ("maps.npy", "layers.json", "meta.csv"):
-        if not (folder / name).is_file():
-            raise LeamError(f"missing {folder / name}: run `dvc repro leam@{model}` first")
-    layers = json.loads((folder / "layers.json").read_text(encoding="utf-8"))["layers"]
+    maps, layer_info, meta = read_leam_outputs(LEAM, model)
+    layers = list(layer_info["layers"])
     if map_names[0] not in layers:
         raise LeamError(f"occlusion.maps[0]={map_names[0]!r} (the transfer map) is not computed for {model!r}; "
                         f"choose from: {', '.join(layers)}")
-    maps = np.load(folder / "maps.npy", mmap_mode="r")
-    meta = pd.read_csv(folder / "meta.csv")
-    if maps.ndim != 4 or maps.shape[1] != len(layers) or (len(meta) and meta.row.max() >= maps.shape[0]):
-        raise LeamError(f"{folder / 'maps.npy'} has shape {maps.shape}, which does not match layers.json "
-                        f"({len(layers)} maps) and meta.csv ({len(meta)} rows); rerun `dvc repro leam@{model}`")
     return meta, maps, {name: layers.index(name) for name in map_names if name in layers}
 
 
@@ -99,12 +91,7 @@ def main(args: argparse.Namespace) -> None:
     device = _device(str(param(params, "occlusion.device", "auto")))
     batch_size = int(param(params, "occlusion.batch_size"))
 
-    for name in ("frames.npy", "landmarks.npy", "index.csv"):
-        if not (ALIGNED / name).is_file():
-            raise LeamError(f"missing {ALIGNED / name}: run `dvc repro align` first")
-    frames = np.load(ALIGNED / "frames.npy", mmap_mode="r")
-    landmarks = np.load(ALIGNED / "landmarks.npy")
-    index = pd.read_csv(ALIGNED / "index.csv")
+    index, frames, landmarks = read_aligned(ALIGNED)
     size = frames.shape[1]
 
     if not map_names:

@@ -36,7 +36,8 @@ import pandas as pd
 
 from leam.cli import run_stage, stage_parser
 from leam.errors import LeamError
-from leam.io import load_params, param, save_npy_atomic, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from leam.io import (load_params, param, read_aligned, save_npy_atomic, write_bytes_atomic, write_csv_atomic,
+                     write_json_atomic)
 from leam.parsing import class_table, label_overlay, parse_frames
 from leam.parsing.classes import CLASS_ID, REGIONS
 
@@ -44,15 +45,7 @@ log = logging.getLogger("leam.parse")
 
 
 def load_aligned(aligned_dir: Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    paths = [aligned_dir / name for name in ("frames.npy", "landmarks.npy", "index.csv")]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise LeamError(f"missing aligned output(s): {', '.join(missing)} (run the align stage)")
-    frames, landmarks = np.load(paths[0], mmap_mode="r"), np.load(paths[1])
-    index = pd.read_csv(paths[2])
-    if frames.ndim != 4 or frames.shape[0] != len(index) or landmarks.shape != (len(index), 68, 2):
-        raise LeamError(f"aligned arrays disagree with {paths[2]} ({len(index)} rows): frames {frames.shape}, "
-                        f"landmarks {landmarks.shape}")
+    index, frames, landmarks = read_aligned(aligned_dir)
     if "row" not in index:
         index["row"] = np.arange(len(index))
     return frames, landmarks, index

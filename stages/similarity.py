@@ -29,7 +29,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -40,7 +39,7 @@ import pandas as pd
 
 from leam.cli import run_stage, stage_parser
 from leam.errors import LeamError
-from leam.io import load_params, param, write_csv_atomic, write_json_atomic
+from leam.io import load_params, param, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.metrics.distributions import (GROUND_METRIC, cell_size, face_class_ids, face_mask_from_labels,
                                         ground_cost, maps_to_distributions)
 from leam.metrics.similarity import (DIFFERENT, PAPER_BC_RANGES, SAME, bhattacharyya_matrix, build_pairs,
@@ -50,30 +49,6 @@ log = logging.getLogger("leam.similarity")
 
 
 # ------------------------------------------------------------------------ inputs (shared with variability)
-def load_model_outputs(leam_dir: Path, model: str) -> tuple[np.ndarray, dict, pd.DataFrame]:
-    """Memory-mapped maps (N, L+1, G, G), layers.json and meta.csv of one model, checked for consistency."""
-    folder = Path(leam_dir) / model
-    paths = [folder / name for name in ("maps.npy", "layers.json", "meta.csv")]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise LeamError(f"missing LEAM output(s) for model {model!r}: {', '.join(missing)} (run the leam stage)")
-    maps = np.load(paths[0], mmap_mode="r")
-    layers = json.loads(paths[1].read_text(encoding="utf-8"))
-    meta = pd.read_csv(paths[2])
-    names = layers.get("layers", [])
-    if maps.ndim != 4 or maps.shape[0] != len(meta) or maps.shape[1] != len(names) or maps.shape[2] != maps.shape[3]:
-        raise LeamError(f"{paths[0]} has shape {maps.shape}, expected ({len(meta)}, {len(names)}, G, G) "
-                        f"from meta.csv and layers.json")
-    needed = {"row", "image_id", "identity", "gender"} - set(meta.columns)
-    if needed:
-        raise LeamError(f"{paths[2]} lacks columns: {', '.join(sorted(needed))}")
-    meta = meta.sort_values("row").reset_index(drop=True)
-    if not np.array_equal(meta["row"].to_numpy(), np.arange(len(meta))):
-        raise LeamError(f"{paths[2]}: column 'row' must number the maps 0..{len(meta) - 1}")
-    meta["gender"] = meta["gender"].fillna("unknown").astype(str)
-    return maps, layers, meta
-
-
 def load_face_masks(parsing_dir: Path, aligned_dir: Path, image_ids, map_size: int) -> np.ndarray:
     """Face region (N, G, G) bool in map pixels for ``image_ids``, from parser labels aligned with the index."""
     labels_path, index_path = Path(parsing_dir) / "labels.npy", Path(aligned_dir) / "index.csv"
@@ -206,7 +181,7 @@ def main(args: argparse.Namespace) -> None:
     all_pairs, all_scores, all_exclusions, metrics_models = [], [], [], {}
     frame_size = None
     for model in models:
-        maps, layers, meta = load_model_outputs(Path(args.leam_dir), model)
+        maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
         frame_size = int(layers.get("frame_size", param(params, "align.frame_size", 224)))
         face_mask = (load_face_masks(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"], maps.shape[-1])
                      if use_face_mask else None)

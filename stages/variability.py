@@ -41,10 +41,10 @@ import pandas as pd
 
 from leam.cli import run_stage, stage_parser
 from leam.errors import LeamError, check_choice
-from leam.io import load_params, param, write_csv_atomic, write_json_atomic
+from leam.io import load_params, param, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.metrics.distributions import maps_to_distributions, pool_area
 from leam.metrics.variability import gender_tests, map_variability, share_variability, summarize_by_gender
-from stages.similarity import json_safe, load_face_masks, load_model_outputs
+from stages.similarity import json_safe, load_face_masks
 
 log = logging.getLogger("leam.variability")
 
@@ -93,7 +93,7 @@ def main(args: argparse.Namespace) -> None:
     maps_tables, share_tables, excluded_total, skipped = [], [], 0, 0
     models = list(param(params, "models"))
     for model in models:
-        maps, layers, meta = load_model_outputs(Path(args.leam_dir), model)
+        maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
         face = None
         if use_face_mask or region == "parsing":
             face = load_face_masks(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"], maps.shape[-1])

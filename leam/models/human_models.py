@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import logging
 import shutil
 import subprocess

@@ -29,7 +29,7 @@ import logging
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

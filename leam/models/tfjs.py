@@ -603,8 +603,3 @@ def load_tfjs_graph(json_path: str | Path, output: str, taps: dict[str, str] | N
     """Build a :class:`TfjsGraphModule` from a ``model.json`` path (shards beside it)."""
     model, weights = load_graph_json(json_path)
     return TfjsGraphModule(model, weights, output, taps, input_scale=input_scale)
-
-
-# Registers the human-models specs with the registry (leam.models.registry imports this module).
-from leam.models import human_models  # noqa: E402,F401
-from leam.models.human_models import fetch_human_models  # noqa: E402,F401  (used by stages/weights.py)
