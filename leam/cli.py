@@ -37,7 +37,7 @@ def run_stage(stage: str, main: Callable[[argparse.Namespace], None], parser: ar
     try:
         main(args)
     except LeamError as exc:
-        log.error("%s", exc)
+        log.debug("stage failed: %s", exc)  # the user sees the one `error:` line below, not a second copy
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from leam.errors import LeamError, check_choice
 from leam.frame import frame_to_input, input_to_frame
 from leam.models.registry import ModelSpec
+from leam.placement import CellGeometry, cached_geometries, place_on_input
 
 SIGNS = ("supports_match", "opposes_match")
 NEGATIVE_ACTIVATIONS = ("relu", "abs", "keep")
@@ -118,12 +119,15 @@ def _captured(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, tor
 
 
 def leam_maps(model: nn.Module, images: torch.Tensor, references: torch.Tensor, layers: Sequence[str],
-              sign: str = "supports_match", negative_activations: str = "relu") -> LeamMaps:
+              sign: str = "supports_match", negative_activations: str = "relu",
+              geometries: Mapping[str, CellGeometry] | None = None) -> LeamMaps:
     """LEAM maps of every layer on the model input grid from one forward and one backward pass.
 
     images: (N, 3, s, s) float RGB 0..255, already in the model's input geometry.
     references: (N, D) reference embeddings (treated as constants).
-    Returns maps (N, L, s, s), each layer's map upsampled bilinearly to the input size, and the cosine.
+    geometries: where each layer's cells sit in the input (``leam.placement``); None = LayerCAM's centred
+    upsampling (``F.interpolate``, bilinear, ``align_corners=False``).
+    Returns maps (N, L, s, s), each layer's map resampled bilinearly to the input size, and the cosine.
     """
     check_choice("leam.sign", sign, SIGNS)
     check_choice("leam.negative_activations", negative_activations, NEGATIVE_ACTIVATIONS)
@@ -154,7 +158,9 @@ def leam_maps(model: nn.Module, images: torch.Tensor, references: torch.Tensor, 
         if gradient is None:
             raise LeamError(f"layer {name!r} does not influence the embedding; choose another layer")
         layer = layer_map(activation.detach(), gradient, sign, negative_activations)
-        if layer.shape[-2:] != size:
+        if geometries is not None:
+            layer = place_on_input(layer, geometries[name])
+        elif layer.shape[-2:] != size:
             layer = F.interpolate(layer[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         maps.append(layer)
     return LeamMaps(maps=torch.stack(maps, dim=1), cosine=cosine.detach(), layers=layers)
@@ -193,14 +199,17 @@ def embed_frames(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmark
 
 def frame_leam_maps(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
                     references: torch.Tensor, layers: Sequence[str], frame_padding: float,
-                    sign: str = "supports_match", negative_activations: str = "relu") -> LeamMaps:
+                    sign: str = "supports_match", negative_activations: str = "relu",
+                    placement: str = "receptive_field") -> LeamMaps:
     """LEAM maps in the analysis frame: frames (N, S, S, 3) uint8 -> maps (N, L, S, S) float32.
 
     The frames go to the model input through ``spec.input_warp`` and the maps come back through its
-    inverse (``leam.frame.input_to_frame``); frame pixels the model never saw are 0.
+    inverse (``leam.frame.input_to_frame``); frame pixels the model never saw are 0. ``placement``
+    (``leam.placement``) says where each coarse cell lands (see :mod:`leam.placement`).
     """
     inputs, matrices = to_model_input(spec, frames, landmarks, frame_padding)
-    result = leam_maps(model, inputs, references, layers, sign, negative_activations)
+    geometries = cached_geometries(model, layers, spec.input_size, placement)
+    result = leam_maps(model, inputs, references, layers, sign, negative_activations, geometries)
     framed = input_to_frame(result.maps, matrices, int(np.asarray(frames).shape[1])).clamp_min_(0.0)
     return LeamMaps(maps=framed, cosine=result.cosine, layers=result.layers)
 

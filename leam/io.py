@@ -67,6 +67,96 @@ def save_npy_atomic(target: str | os.PathLike, array: np.ndarray) -> None:
             np.save(handle, array)
 
 
+# ------------------------------------------------------------------ checked readers of stage outputs
+# A truncated .npy, an empty or header-only CSV, broken JSON or a missing column is one LeamError line that
+# names the file and says how to get a good copy back, never a traceback from numpy, pandas or json.
+
+def _restore_hint(stage: str | None) -> str:
+    return f"restore it with `dvc checkout` or rebuild it with `dvc repro{f' {stage}' if stage else ''}`"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def bad_file(path: str | os.PathLike, problem: str, stage: str | None = None, hint: str | None = None) -> LeamError:
+    """The one-line error for an unusable input file: ``<path> <problem>; <hint>``.
+
+    ``hint`` defaults to restoring the file (``dvc checkout``) or rebuilding it (``dvc repro [stage]``); pass
+    one for files the user provides."""
+    return LeamError(f"{path} {problem}; {hint or _restore_hint(stage)}")
+
+
+def load_npy(path: str | os.PathLike, *, mmap_mode: str | None = None, stage: str | None = None,
+             hint: str | None = None) -> np.ndarray:
+    """``np.load`` of a stage output (no pickles); a missing, empty, truncated or non-.npy file is a LeamError."""
+    path = Path(path)
+    if not path.is_file():
+        raise bad_file(path, "is missing", stage, hint)
+    if path.stat().st_size == 0:
+        raise bad_file(path, "is empty (0 bytes)", stage, hint)
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic != b"\x93NUMPY" and not magic.startswith(b"PK\x03\x04"):  # numpy would call anything else a pickle
+        raise bad_file(path, f"is not a .npy file (starts with {magic!r}, not the .npy magic bytes)", stage, hint)
+    try:
+        array = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:  # bad magic or header, data shorter than the header says
+        raise bad_file(path, f"is truncated or not a .npy array ({_first_line(exc)})", stage, hint) from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under an .npy name
+        array.close()
+        raise bad_file(path, "is not a .npy array", stage, hint)
+    return array
+
+
+def read_csv_checked(path: str | os.PathLike, required_columns=(), *, allow_empty: bool = False,
+                     stage: str | None = None, hint: str | None = None, **read_csv_kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` of a stage output, checked: the file parses, has ``required_columns`` and, unless
+    ``allow_empty`` (e.g. a discards table), at least one row. Failures are one-line LeamErrors."""
+    path = Path(path)
+    if not path.is_file():
+        raise bad_file(path, "is missing", stage, hint)
+    try:
+        frame = pd.read_csv(path, **read_csv_kwargs)
+    except pd.errors.EmptyDataError:
+        raise bad_file(path, "is empty (no header line)", stage, hint) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise bad_file(path, f"cannot be read as CSV ({_first_line(exc)})", stage, hint) from None
+    missing = [str(column) for column in required_columns if column not in frame.columns]
+    if missing:
+        raise bad_file(path, f"lacks column(s) {', '.join(missing)} (has {', '.join(map(str, frame.columns))})",
+                       stage, hint)
+    if frame.empty and not allow_empty:
+        raise bad_file(path, "has a header but no rows", stage, hint)
+    return frame
+
+
+def read_json_checked(path: str | os.PathLike, required_keys=(), *, stage: str | None = None,
+                      hint: str | None = None) -> Any:
+    """``json.loads`` of a stage output; with ``required_keys`` it must be an object holding them.
+    A missing, empty or invalid file and a missing key are one-line LeamErrors."""
+    path = Path(path)
+    if not path.is_file():
+        raise bad_file(path, "is missing", stage, hint)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if not text.strip():
+            raise bad_file(path, "is empty", stage, hint)
+        document = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise bad_file(path, f"is not valid JSON ({_first_line(exc)})", stage, hint) from None
+    except OSError as exc:
+        raise bad_file(path, f"cannot be read ({exc.strerror or exc})", stage, hint) from None
+    if required_keys:
+        if not isinstance(document, dict):
+            raise bad_file(path, f"must hold a JSON object, not {type(document).__name__}", stage, hint)
+        missing = [str(key) for key in required_keys if key not in document]
+        if missing:
+            raise bad_file(path, f"lacks key(s) {', '.join(missing)}", stage, hint)
+    return document
+
+
 def read_aligned(folder: str | os.PathLike, frame_size: int | None = None
                  ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The align stage's outputs (docs/ARCHITECTURE.md), checked against each other.
@@ -79,9 +169,10 @@ def read_aligned(folder: str | os.PathLike, frame_size: int | None = None
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
         raise LeamError(f"missing aligned data: {', '.join(missing)} (run `dvc repro align`)")
-    index = pd.read_csv(paths["index.csv"], dtype={"image_id": str, "identity": str})
-    frames = np.load(paths["frames.npy"], mmap_mode="r")
-    landmarks = np.load(paths["landmarks.npy"])
+    index = read_csv_checked(paths["index.csv"], ("image_id", "identity"), stage="align",
+                             dtype={"image_id": str, "identity": str})
+    frames = load_npy(paths["frames.npy"], mmap_mode="r", stage="align")
+    landmarks = load_npy(paths["landmarks.npy"], stage="align")
     if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3 or frames.dtype != np.uint8:
         raise LeamError(f"{paths['frames.npy']} must be uint8 (N, S, S, 3), got {frames.dtype} {frames.shape}")
     if frame_size is not None and frames.shape[1] != frame_size:
@@ -107,21 +198,35 @@ def read_leam_outputs(leam_dir: str | os.PathLike, model: str) -> tuple[np.ndarr
     if missing:
         raise LeamError(f"missing LEAM output(s) for model {model!r}: {', '.join(missing)} "
                         f"(run `dvc repro leam@{model}`)")
-    maps = np.load(paths[0], mmap_mode="r")
-    layers = json.loads(paths[1].read_text(encoding="utf-8"))
-    meta = pd.read_csv(paths[2])
-    names = layers.get("layers", [])
+    stage = f"leam@{model}"
+    maps = load_npy(paths[0], mmap_mode="r", stage=stage)
+    layers = read_json_checked(paths[1], ("layers",), stage=stage)
+    names = layers["layers"]
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise bad_file(paths[1], f"key 'layers' must be a list of layer names, got {names!r:.80}", stage)
+    meta = read_csv_checked(paths[2], ("row", "image_id", "identity", "gender"), stage=stage)
     if maps.ndim != 4 or maps.shape[0] != len(meta) or maps.shape[1] != len(names) or maps.shape[2] != maps.shape[3]:
         raise LeamError(f"{paths[0]} has shape {maps.shape}, expected ({len(meta)}, {len(names)}, G, G) "
                         f"from meta.csv and layers.json; rerun `dvc repro leam@{model}`")
-    needed = {"row", "image_id", "identity", "gender"} - set(meta.columns)
-    if needed:
-        raise LeamError(f"{paths[2]} lacks columns: {', '.join(sorted(needed))}")
     meta = meta.sort_values("row").reset_index(drop=True)
     if not np.array_equal(meta["row"].to_numpy(), np.arange(len(meta))):
         raise LeamError(f"{paths[2]}: column 'row' must number the maps 0..{len(meta) - 1}")
     meta["gender"] = meta["gender"].fillna("unknown").astype(str)
     return maps, layers, meta
+
+
+def read_parsing(parsing_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """The parse stage's outputs: labels (N, S, S) uint8 memory-mapped, index.csv and classes.json, checked."""
+    folder = Path(parsing_dir)
+    paths = [folder / name for name in ("labels.npy", "index.csv", "classes.json")]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise LeamError(f"missing parser output(s): {', '.join(missing)} (run `dvc repro parse`)")
+    labels = load_npy(paths[0], mmap_mode="r", stage="parse")
+    index = read_csv_checked(paths[1], ("image_id", "row", "parsed"), stage="parse")
+    if labels.ndim != 3 or labels.shape[0] != len(index):
+        raise LeamError(f"{paths[0]} has shape {labels.shape} but {paths[1]} lists {len(index)} images")
+    return labels, index, read_json_checked(paths[2], ("backend", "available"), stage="parse")
 
 
 def _json_default(value: Any) -> Any:

@@ -17,10 +17,11 @@ Conventions
 - Ranking: the stored maps live on a G x G grid over the frame (``leam.store_size``). They are
   upsampled to S x S with bilinear interpolation (``align_corners=False``: grid cell i covers frame
   pixels [i*S/G, (i+1)*S/G), the same pixel-area convention as the warps) *before* ranking, so the
-  mask has pixel resolution and exactly ``round(t * S * S)`` pixels. Higher map value = more relevant
-  (for ``leam.sign = supports_match`` occluding them should lower similarity). NaN ranks last.
-- Ties are broken deterministically by a stable descending sort: among equal values the lower flat
-  pixel index (row-major) wins, so a constant map occludes the first rows of the frame.
+  mask has pixel resolution and exactly ``top_count(t, S * S)`` pixels (``leam.topt``: round half up of
+  t * S * S, at least 1; 502 pixels at t = 0.01 and S = 224). Higher map value = more relevant (for
+  ``leam.sign = supports_match`` occluding them should lower similarity). NaN ranks last.
+- Ties are broken deterministically as in ``leam.topt``: among equal values the lower flat pixel index
+  (row-major) wins, so a constant map occludes the first rows of the frame.
 - Random masks rank i.i.d. uniform scores drawn from a generator seeded by (seed, image id, kind,
   repeat), so an image gets the same random mask whatever batch or subset it is in; thresholds of one
   draw are nested, like the LEAM masks.
@@ -45,6 +46,7 @@ from tqdm import tqdm
 from leam.errors import LeamError, check_choice
 from leam.frame import frame_to_input
 from leam.metrics.stats import paired_test, summarize
+from leam.topt import check_fraction, pixel_ranks, top_count
 
 log = logging.getLogger(__name__)
 
@@ -62,38 +64,12 @@ _KIND_CODE = {"uniform": 1, "face": 2, "blob": 3}
 
 # --------------------------------------------------------------------------------------------- masks
 
-def pixel_count(fraction: float, size: int) -> int:
-    """Number of occluded pixels of an S x S frame for a top-``fraction`` mask: ``round(t * S * S)``."""
-    if not 0.0 <= float(fraction) <= 1.0:
-        raise LeamError(f"occlusion threshold {fraction!r} is not a fraction in [0, 1]")
-    return int(round(float(fraction) * size * size))
-
-
 def upsample_maps(maps: torch.Tensor, size: int) -> torch.Tensor:
     """Raw maps (N, G, G) on the stored grid -> (N, S, S) float32 in frame pixels (bilinear, area convention)."""
     maps = maps.to(torch.float32)
     if maps.shape[-1] == size and maps.shape[-2] == size:
         return maps
     return F.interpolate(maps[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-
-
-def pixel_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Rank of every pixel (N, S, S) int64: 0 = highest score; ties go to the lower flat pixel index.
-
-    One stable descending sort per image serves every threshold: the top-t mask is ``ranks < k``.
-    """
-    batch = scores.shape[0]
-    flat = torch.nan_to_num(scores.reshape(batch, -1).to(torch.float32), nan=-torch.inf)
-    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    positions = torch.arange(flat.shape[1], device=flat.device).expand(batch, -1)
-    ranks.scatter_(1, order, positions)
-    return ranks.reshape(scores.shape)
-
-
-def top_fraction_mask(scores: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Boolean mask (N, S, S) of the top-``fraction`` pixels of each map, exactly ``round(t * S * S)`` each."""
-    return pixel_ranks(scores) < pixel_count(fraction, scores.shape[-1])
 
 
 def random_scores(image_ids: Sequence[str], size: int, seed: int, kind: str, repeat: int) -> torch.Tensor:
@@ -128,14 +104,6 @@ def random_blob_scores(image_ids: Sequence[str], region: torch.Tensor, seed: int
     dy = (coords[None, :] - centre[:, :1]) ** 2  # (N, S)
     dx = (coords[None, :] - centre[:, 1:]) ** 2
     return -(dy[:, :, None] + dx[:, None, :])
-
-
-def restrict_scores(scores: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Scores (N, S, S) with pixels outside ``region`` (N, S, S) bool pushed below every inside pixel.
-
-    Assumes scores >= 0 (random scores in [0, 1)), so outside pixels rank after all inside ones.
-    """
-    return torch.where(region, scores, torch.full_like(scores, -1.0))
 
 
 def face_region_from_landmarks(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -242,7 +210,7 @@ class Design:
         if self.random_repeats < 0:
             raise LeamError(f"occlusion.random_repeats={self.random_repeats!r} must be >= 0")
         for t in self.thresholds:
-            pixel_count(t, 2)  # validates the fraction
+            check_fraction(t, "occlusion.thresholds")
 
 
 @dataclass
@@ -278,7 +246,7 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
     image_rows = np.asarray(image_rows, dtype=np.int64)
     if any(kind in ("face", "blob") for kind in design.random_kinds) and design.random_repeats and face_region is None:
         raise LeamError("random face and blob baselines need a face region")
-    counts = {t: pixel_count(t, size) for t in design.thresholds}
+    counts = {t: top_count(t, size * size) for t in design.thresholds}
     if face_region is not None:
         region_pixels = np.asarray(face_region).reshape(len(image_rows), -1).sum(axis=1)
     records: list[pd.DataFrame] = []
@@ -336,17 +304,16 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
                     score(pixel_ranks(upsample_maps(guide, size)), source, map_name, "leam", 0)
             for kind in design.random_kinds:
                 for repeat in range(design.random_repeats):
-                    valid = None
+                    valid, inside = None, None
                     if kind == "blob":
                         region = torch.as_tensor(np.asarray(face_region[start:stop]), device=device)
                         scores = random_blob_scores(ids, region, design.seed, repeat)
                     else:
                         scores = random_scores(ids, size, design.seed, kind, repeat).to(device)
-                    if kind == "face":
-                        region = torch.as_tensor(np.asarray(face_region[start:stop]), device=device)
-                        scores = restrict_scores(scores, region)
+                    if kind == "face":  # face pixels rank first; too small a face gives NaN (see score)
+                        inside = torch.as_tensor(np.asarray(face_region[start:stop]), device=device)
                         valid = region_pixels[start:stop]
-                    score(pixel_ranks(scores), "none", "none", f"random_{kind}", repeat, valid)
+                    score(pixel_ranks(scores, valid=inside), "none", "none", f"random_{kind}", repeat, valid)
     if not records:
         return pd.DataFrame(columns=["source", "target", "map", "threshold", "kind", "repeat", "image",
                                      "clean", "occluded", "drop"])
@@ -434,7 +401,7 @@ def example_panel(frame: np.ndarray, guide: np.ndarray, image_id: str, threshold
     size = frame.shape[0]
     batch = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].to(torch.float32)
     fills = fill_values(batch, fill)
-    count = pixel_count(threshold, size)
+    count = top_count(threshold, size * size)
     leam_mask = pixel_ranks(upsample_maps(torch.as_tensor(np.asarray(guide, dtype=np.float32))[None], size)) < count
     random_mask = pixel_ranks(random_scores([image_id], size, seed, "uniform", 0)) < count
     panels = [batch, occlude(batch, leam_mask, fills), occlude(batch, random_mask, fills)]

@@ -25,7 +25,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -35,33 +34,22 @@ import pandas as pd
 from tqdm import tqdm
 
 from leam.cli import run_stage, stage_parser
+from leam.config import load_config
 from leam.errors import LeamError
-from leam.io import load_params, param, read_leam_outputs, write_csv_atomic, write_json_atomic
-from leam.metrics.correlation import (class_shares, effective_thresholds, label_fractions, metrics_document,
-                                      summarise_shares, tidy_shares)
+from leam.io import read_leam_outputs, read_parsing, write_csv_atomic, write_json_atomic
+from leam.metrics.correlation import class_shares, label_fractions, metrics_document, summarise_shares, tidy_shares
+from leam.topt import effective_thresholds
 
 log = logging.getLogger("leam.correlate")
 
 
-def load_parsing(parsing_dir: Path) -> tuple[np.ndarray, pd.DataFrame, dict]:
-    paths = [parsing_dir / name for name in ("labels.npy", "index.csv", "classes.json")]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise LeamError(f"missing parser output(s): {', '.join(missing)} (run the parse stage)")
-    labels = np.load(paths[0], mmap_mode="r")
-    index = pd.read_csv(paths[1])
-    if labels.ndim != 3 or labels.shape[0] != len(index):
-        raise LeamError(f"{paths[0]} has shape {labels.shape} but {paths[1]} lists {len(index)} images")
-    return labels, index, json.loads(paths[2].read_text(encoding="utf-8"))
-
-
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
-    models = list(param(params, "models"))
-    threshold = float(param(params, "threshold"))
-    thresholds = effective_thresholds(param(params, "correlate.thresholds"), threshold)
-    n_boot, seed = int(param(params, "correlate.bootstrap")), int(param(params, "seed"))
-    labels, index, classes = load_parsing(Path(args.parsing_dir))
+    config = load_config(args.params)
+    models = config.models
+    threshold = config.threshold
+    thresholds = effective_thresholds(config.correlate.thresholds, threshold)
+    n_boot, seed = config.correlate.bootstrap, config.seed
+    labels, index, classes = read_parsing(args.parsing_dir)
     parsed_row = dict(zip(index.image_id[index.parsed.astype(bool)], index.row[index.parsed.astype(bool)]))
 
     tables, exclusions, counts = [], [], {}

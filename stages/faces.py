@@ -5,7 +5,8 @@ Sources (params.yaml, data.source):
              figures with their sha256 and public raw.githubusercontent.com URLs (manifests/SOURCES.md).
              With a mirror - data.mirror, else the environment variable LEAM_FACES_MIRROR - every file is
              copied from <mirror>/<file>; without one it is downloaded (data.download_workers threads,
-             data.retries retries with exponential backoff, data.timeout_s seconds per try).
+             data.retries retries with exponential backoff, data.timeout_s seconds of silence per read,
+             data.deadline_s seconds per file in all).
   imdb_face  the official IMDb-Face CSV (data.imdb_csv, path or URL): images are downloaded and cropped
              around the annotated face box (data.crop_margin of the box added on each side); identities
              need data.min_images_per_identity rows; gender from data.labels_csv (identity,gender) or unknown.
@@ -17,8 +18,12 @@ seed): identities in a seeded shuffle of their sorted names, images in a per-ide
 a larger cap only adds images.
 
 Every file is verified (sha256 where known) and written atomically; files already present with the right
-hash are kept (resume). A missing file, dead link, checksum mismatch or undecodable image is not an error:
-it is logged and counted in data/faces/discards.csv (image_id, path, reason) and summary.json.
+hash are kept. Downloads (and IMDb-Face crops, keyed by URL, box and crop margin) are kept in a cache outside
+the outputs, .cache/downloads (--download-cache), since `dvc repro` deletes data/faces/images before this
+stage runs: a rerun after an interrupted or failed run downloads only what is missing. A missing file, dead
+link (404, redirect loop, empty body, a page instead of an image), a body cut short, a host too slow for
+data.deadline_s, a checksum mismatch or an undecodable image is not an error: it is logged and counted in
+data/faces/discards.csv (image_id, path, reason) and summary.json.
 
 Example:
   LEAM_FACES_MIRROR=/work/shared/faces python -m stages.faces
@@ -32,26 +37,32 @@ import sys
 
 from leam.cli import run_stage, stage_parser
 from leam.data import collect_faces, write_outputs
-from leam.io import load_params
+from leam.config import load_config
 
 log = logging.getLogger("leam.faces")
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
-    result = collect_faces(params, out_dir=args.out, progress=not args.no_progress)
+    config = load_config(args.params)
+    # collect_faces takes the params mapping; the validated dump carries every key (schema defaults filled in)
+    result = collect_faces(config.model_dump(), out_dir=args.out, progress=not args.no_progress,
+                           cache_dir=args.download_cache)
     write_outputs(result, args.out)
     summary = result.summary
-    log.info("faces (%s): %d images of %d identities (%s), %d discarded%s; %d reused, %d stale files removed -> %s",
+    log.info("faces (%s): %d images of %d identities (%s), %d discarded%s; %d downloaded, %d reused (in place or "
+             "cached), %d stale files removed -> %s",
              summary["source"], summary["images"], summary["identities"],
              ", ".join(f"{k} {v}" for k, v in summary["images_by_gender"].items() if v),
-             summary["discarded"], f" {summary['discarded_by_reason']}" if summary["discarded"] else "", result.reused, result.pruned, args.out)
+             summary["discarded"], f" {summary['discarded_by_reason']}" if summary["discarded"] else "",
+             result.downloaded, result.reused, result.pruned, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("faces", __doc__)
     parser.add_argument("--out", default="data/faces", help="output folder (default: data/faces)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--download-cache", default=".cache/downloads",
+                        help="download cache, outside the stage outputs (default: .cache/downloads)")
     return parser
 
 

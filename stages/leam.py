@@ -4,13 +4,15 @@ For each kept image x with reference embedding r, LEAM explains s = cos(f(x), r)
 ReLU(sum_c ReLU(+-ds/dA_c) * A_c), all layers from one forward and one backward pass (leam.core).
 The reference is the identity's baseline photo (leam.reference=baseline; the baseline photo itself uses
 the next photo of its identity), the mean of its other photos (mean_others), or explicit pairs (pairs).
-Identities with a single kept photo have no reference: they are dropped and counted.
+Identities with a single kept photo have no reference: they are dropped, counted in layers.json and
+listed in discards.csv (the align stage already drops identities below data.min_images_per_identity).
 
 Reads  data/aligned/{frames.npy, landmarks.npy, index.csv} and the model weights in data/models/.
 Writes data/leam/<model>/maps.npy     float16 (N, L+1, G, G) raw maps in the analysis frame, G = leam.store_size,
                                       layers in layers.json order, the last one `overall`
        data/leam/<model>/layers.json  model, layers, grid, frame_size, sign, negative_activations, reference
        data/leam/<model>/meta.csv     row, image_id, identity, gender, reference_image_id, cosine
+       data/leam/<model>/discards.csv image_id, identity, reason: aligned images without a reference
 
 Params: leam.* (reference, baseline_index, pairs_file, sign, negative_activations, layers.<model>, overall,
 store_size, batch_size), align.padding, model_zoo (user IResNet checkpoints).
@@ -35,11 +37,11 @@ from tqdm import tqdm
 
 from leam import core
 from leam.cli import run_stage, stage_parser
+from leam.config import Config, load_config
 from leam.errors import LeamError
-from leam.io import load_params, param, save_npy_atomic, write_csv_atomic, write_json_atomic
+from leam.io import read_csv_checked, save_npy_atomic, write_csv_atomic, write_json_atomic
 from leam.io import read_aligned as io_read_aligned
-from leam.models.iresnet import register_zoo
-from leam.models.registry import available_models, get_spec, resolve_layers
+from leam.models.registry import available_models, get_spec, register_zoo, resolve_layers
 
 log = logging.getLogger("leam.leam")
 
@@ -57,7 +59,7 @@ def read_aligned(folder: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     return index, frames, landmarks
 
 
-def list_models(params: dict) -> None:
+def list_models(config: Config) -> None:
     """Print each registered model with its default LEAM layers (and their shapes when weights load)."""
     for name in available_models():
         spec = get_spec(name)
@@ -75,33 +77,26 @@ def list_models(params: dict) -> None:
             print(f"  (weights not available: {exc})")
         for layer in spec.layers:
             print(f"  {layer:<20} {'x'.join(map(str, shapes[layer])) if layer in shapes else ''}")
-    del params
+    del config
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
-    register_zoo(params)
+    config = load_config(args.params)  # the whole file is validated before any work
+    register_zoo(config.model_zoo)
     if args.list:
-        list_models(params)
+        list_models(config)
         return
     if not args.model:
         raise LeamError("--model is required; registered models: " + ", ".join(available_models()))
     started = time.perf_counter()
-    cfg = param(params, "leam")
-    reference_mode = param(params, "leam.reference")
-    sign = param(params, "leam.sign")
-    negative = param(params, "leam.negative_activations")
-    overall_policy = param(params, "leam.overall")
-    grid = int(param(params, "leam.store_size"))
-    batch_size = int(param(params, "leam.batch_size"))
-    frame_padding = float(param(params, "align.padding"))
-    for name, value, choices in (("leam.sign", sign, core.SIGNS), ("leam.reference", reference_mode, core.REFERENCES),
-                                 ("leam.negative_activations", negative, core.NEGATIVE_ACTIVATIONS),
-                                 ("leam.overall", overall_policy, core.OVERALL)):
-        if value not in choices:
-            raise LeamError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
-    if grid < 1 or batch_size < 1:
-        raise LeamError(f"leam.store_size and leam.batch_size must be >= 1, got {grid} and {batch_size}")
+    cfg = config.leam  # choices and ranges are checked by the schema (leam.config)
+    reference_mode = cfg.reference
+    sign = cfg.sign
+    negative = cfg.negative_activations
+    overall_policy = cfg.overall
+    grid = cfg.store_size
+    batch_size = cfg.batch_size
+    frame_padding = config.align.padding
 
     spec = get_spec(args.model)
     index, frames, landmarks = read_aligned(Path(args.aligned))
@@ -109,19 +104,19 @@ def main(args: argparse.Namespace) -> None:
         raise LeamError(f"leam.store_size={grid} exceeds the frame size {frames.shape[1]}")
     pairs = None
     if reference_mode == "pairs":
-        pairs_file = Path(str(cfg.get("pairs_file") or ""))
+        pairs_file = Path(cfg.pairs_file)
         if not pairs_file.is_file():
             raise LeamError(f"leam.reference=pairs needs leam.pairs_file, got {str(pairs_file)!r} (not a file)")
-        pairs = pd.read_csv(pairs_file, dtype=str)
-    plan, dropped = core.select_references(index, reference_mode, int(param(params, "leam.baseline_index")), pairs)
+        pairs = read_csv_checked(pairs_file, ("image_id", "reference_image_id"), dtype=str,
+                                 hint="fix leam.pairs_file (CSV with columns image_id, reference_image_id)")
+    plan, dropped = core.select_references(index, reference_mode, cfg.baseline_index, pairs)
     if plan.empty:
         raise LeamError(f"no image has a reference (dropped: {dropped or 'none'}); "
                         "every identity needs at least two aligned photos")
 
     model = spec.load(Path(args.weights))
-    layer_overrides = cfg.get("layers") or {}
-    layers = resolve_layers(spec, model, layer_overrides.get(args.model))
-    torch.manual_seed(int(params.get("seed", 0)))
+    layers = resolve_layers(spec, model, cfg.layers.get(args.model))
+    torch.manual_seed(config.seed)
 
     array_rows = index["row"].to_numpy()
     embeddings = core.embed_frames(model, spec, frames[array_rows], landmarks[array_rows], frame_padding, batch_size)
@@ -133,7 +128,7 @@ def main(args: argparse.Namespace) -> None:
     for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {args.model}", unit="batch"):
         rows = image_rows[start:start + batch_size]
         result = core.frame_leam_maps(model, spec, frames[rows], landmarks[rows], references[start:start + batch_size],
-                                      layers, frame_padding, sign, negative)
+                                      layers, frame_padding, sign, negative, config.leam.placement)
         stored = core.area_downsample(result.maps, grid)
         stored = torch.cat([stored, core.overall_map(stored, overall_policy)[:, None]], dim=1)
         maps[start:start + len(rows)] = stored.numpy()
@@ -161,8 +156,17 @@ def main(args: argparse.Namespace) -> None:
     write_json_atomic(out / "layers.json", {
         "model": args.model, "layers": [*layers, "overall"], "grid": grid, "frame_size": int(frames.shape[1]),
         "sign": sign, "negative_activations": negative, "reference": reference_mode,
-        "scale": [float(v) for v in scale], "scale_note": "raw map = stored value * scale[layer]"})
+        "placement": config.leam.placement,
+        "scale": [float(v) for v in scale], "scale_note": "raw map = stored value * scale[layer]",
+        "images_in": int(len(index)), "dropped": {k: int(v) for k, v in sorted(dropped.items())}})
     write_csv_atomic(out / "meta.csv", meta)
+    # every aligned image is in meta.csv or here; the reason is exact when one reason dropped them all
+    unplanned = np.ones(len(index), dtype=bool)
+    unplanned[plan.row.to_numpy()] = False
+    reason = next(iter(dropped)) if len(dropped) == 1 else "no_reference"
+    write_csv_atomic(out / "discards.csv", pd.DataFrame(
+        {"image_id": index.image_id[unplanned], "identity": index.identity[unplanned], "reason": reason},
+        columns=["image_id", "identity", "reason"]))
     log.info("%s: %d images, %d dropped (%s), %d layers, mean cosine %.3f, %.1f s -> %s", args.model, len(plan),
              sum(dropped.values()), ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none",
              len(layers), float(cosines.mean()), time.perf_counter() - started, out)

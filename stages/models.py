@@ -25,9 +25,10 @@ import pandas as pd
 import torch
 
 from leam.cli import run_stage, stage_parser
+from leam.config import load_config
 from leam.errors import LeamError
-from leam.io import load_params, param, read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic
-from leam.models.registry import available_models, get_spec
+from leam.io import read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic
+from leam.models.registry import available_models, get_spec, register_zoo
 from leam.models.verification import embed_frames, evaluate, pair_scores, sample_pairs
 
 log = logging.getLogger("leam.models")
@@ -62,16 +63,17 @@ def list_models(weights_dir: Path) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    config = load_config(args.params)  # the whole file is validated before any work
+    register_zoo(config.model_zoo)
     weights_dir = Path(args.weights)
     if args.list:
         list_models(weights_dir)
         return
-    names = param(params, "models")
-    frame_size, padding = int(param(params, "align.frame_size")), float(param(params, "align.padding"))
-    batch_size = int(param(params, "verification.batch_size", 32))
-    max_different = int(param(params, "verification.max_different_pairs", 50000))
-    seed = int(param(params, "seed", 0))
+    names = config.models
+    frame_size, padding = config.align.frame_size, config.align.padding
+    batch_size = config.verification.batch_size
+    max_different = config.verification.max_different_pairs
+    seed = config.seed
     torch.manual_seed(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -38,10 +38,11 @@ import torch
 
 from leam import occlusion as occ
 from leam.cli import run_stage, stage_parser
+from leam.config import load_config
 from leam.errors import LeamError, check_choice
-from leam.io import (load_params, param, read_aligned, read_leam_outputs, write_bytes_atomic, write_csv_atomic,
-                     write_json_atomic)
-from leam.models.registry import get_spec
+from leam.io import read_aligned, read_leam_outputs, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from leam.models.registry import get_spec, register_zoo
+from leam.topt import effective_thresholds
 
 log = logging.getLogger("leam.occlusion")
 
@@ -78,18 +79,20 @@ def _device(choice: str) -> torch.device:
 
 def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    params = load_params(args.params)
-    models = list(param(params, "models"))
-    threshold = float(param(params, "threshold"))
-    thresholds = sorted({float(t) for t in param(params, "occlusion.thresholds")} | {threshold})
-    map_names = list(param(params, "occlusion.maps"))
-    random_kinds = list(param(params, "occlusion.random"))
-    design_args = dict(thresholds=thresholds, fill=param(params, "occlusion.fill"), random_kinds=random_kinds,
-                       random_repeats=int(param(params, "occlusion.random_repeats")), seed=int(param(params, "seed")))
+    config = load_config(args.params)  # the whole file is validated before any work
+    register_zoo(config.model_zoo)
+    cfg = config.occlusion
+    models = list(config.models)
+    threshold = config.threshold
+    thresholds = effective_thresholds(cfg.thresholds, threshold, "occlusion.thresholds")
+    map_names = list(cfg.maps)
+    random_kinds = list(cfg.random)
+    design_args = dict(thresholds=thresholds, fill=cfg.fill, random_kinds=random_kinds,
+                       random_repeats=cfg.random_repeats, seed=config.seed)
     occ.Design(**design_args)  # validate params before any heavy work
-    transfer = bool(param(params, "occlusion.transfer", True))
-    device = _device(str(param(params, "occlusion.device", "auto")))
-    batch_size = int(param(params, "occlusion.batch_size"))
+    transfer = cfg.transfer
+    device = _device(cfg.device)
+    batch_size = cfg.batch_size
 
     index, frames, landmarks = read_aligned(ALIGNED)
     size = frames.shape[1]
@@ -106,8 +109,8 @@ def main(args: argparse.Namespace) -> None:
         if names:
             log.warning("source %s has no map %s: skipped for it", model, ", ".join(names))
     selection, dropped = occ.select_images(
-        index, {m: s[0] for m, s in sources.items()}, int(param(params, "occlusion.max_images_per_identity")),
-        seed=design_args["seed"], reference_policy=str(param(params, "leam.reference")))
+        index, {m: s[0] for m, s in sources.items()}, cfg.max_images_per_identity,
+        seed=design_args["seed"], reference_policy=config.leam.reference)
     if selection.empty:
         raise LeamError("no image to occlude: every LEAM image lacks a reference or a map")
     frame_rows = selection.frame_row.to_numpy()
@@ -120,7 +123,7 @@ def main(args: argparse.Namespace) -> None:
     needed = np.unique(np.concatenate([frame_rows, np.concatenate(selection.reference_rows.map(np.asarray).to_list())]))
     local = {int(row): i for i, row in enumerate(needed)}
     frames_local = np.asarray(frames[needed])
-    padding = float(param(params, "align.padding"))
+    padding = config.align.padding
 
     timings: dict[str, occ.Timing] = {}
     parts = []

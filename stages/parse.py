@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 
 from leam.cli import run_stage, stage_parser
+from leam.config import load_config
 from leam.errors import LeamError
-from leam.io import (load_params, param, read_aligned, save_npy_atomic, write_bytes_atomic, write_csv_atomic,
-                     write_json_atomic)
+from leam.io import read_aligned, save_npy_atomic, write_bytes_atomic, write_csv_atomic, write_json_atomic
 from leam.parsing import class_table, label_overlay, parse_frames
 from leam.parsing.classes import CLASS_ID, REGIONS
 
@@ -77,11 +77,11 @@ def write_examples(out: Path, frames: np.ndarray, labels: np.ndarray, index: pd.
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
-    settings = dict(param(params, "parsing"))
-    backend = settings.get("backend", "landmarks")
+    config = load_config(args.params)  # the whole file is validated before any work
+    settings = config.parsing.model_dump()  # every parsing.* key, schema defaults filled in
+    backend = config.parsing.backend
     frames, landmarks, index = load_aligned(Path(args.aligned_dir))
-    frame_size = int(param(params, "align.frame_size"))
+    frame_size = config.align.frame_size
     if frames.shape[1:] != (frame_size, frame_size, 3):
         raise LeamError(f"frames have shape {frames.shape[1:]}, expected ({frame_size}, {frame_size}, 3) "
                         f"from align.frame_size")
@@ -99,14 +99,13 @@ def main(args: argparse.Namespace) -> None:
     document["discards"] = {str(k): int(v) for k, v in discards.reason.value_counts().items()}
     if backend == "landmarks":
         document["landmark_parser"] = {key: settings[key] for key in
-                                       ("forehead_fraction", "neck_fraction", "brow_thickness", "nose_width")
-                                       if key in settings}
+                                       ("forehead_fraction", "neck_fraction", "brow_thickness", "nose_width")}
 
     save_npy_atomic(out / "labels.npy", result.labels)
     write_json_atomic(out / "classes.json", document)
     write_csv_atomic(out / "index.csv", table)
     write_csv_atomic(out / "discards.csv", discards)
-    examples = write_examples(out, frames, result.labels, index, result.kept, int(settings.get("examples", 6)))
+    examples = write_examples(out, frames, result.labels, index, result.kept, config.parsing.examples)
     kept = table[table.parsed]
     log.info("parse (%s): %d/%d faces labelled, %d discarded, %d examples; labelled %.1f%% of the frame, "
              "skin %.1f%%, eyes %.2f%%, nose %.2f%%, mouth %.2f%%", backend, int(result.kept.sum()), len(table),

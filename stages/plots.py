@@ -11,15 +11,14 @@ Writes plots/regions/<model>.csv     part, share         (overall map, top-`thre
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import pandas as pd
 
 from leam.cli import run_stage, stage_parser
-from leam.errors import LeamError
-from leam.io import load_params, param, write_csv_atomic
+from leam.config import load_config
+from leam.io import read_csv_checked, read_json_checked, write_csv_atomic
 from leam.report import plotdata
 
 log = logging.getLogger("leam.plots")
@@ -31,23 +30,22 @@ def build_parser():
     return parser
 
 
-def _read(path: str) -> pd.DataFrame:
-    if not Path(path).is_file():
-        raise LeamError(f"missing input {path}: run `dvc repro` for the stage that writes it")
-    return pd.read_csv(path)
+def _read(path: str, stage: str) -> pd.DataFrame:
+    """A summary table written by ``stage``; missing, empty or unparsable is one error line."""
+    return read_csv_checked(path, stage=stage)
 
 
 def main(args) -> None:
-    params = load_params(args.params)
-    threshold = float(param(params, "threshold"))
-    models = list(param(params, "models"))
-    guide_map = (param(params, "occlusion.maps", ["overall"]) or ["overall"])[0]
-    shares = _read("data/correlation/shares_summary.csv")
-    similarity = _read("data/similarity/summary.csv")
-    occlusion = _read("data/occlusion/summary.csv")
+    config = load_config(args.params)  # the whole file is validated before any work
+    threshold = config.threshold
+    models = config.models
+    guide_map = config.occlusion.maps[0]  # the transfer map (the schema keeps occlusion.maps non-empty)
+    shares = _read("data/correlation/shares_summary.csv", "correlate")
+    similarity = _read("data/similarity/summary.csv", "similarity")
+    occlusion = _read("data/occlusion/summary.csv", "occlusion")
     out = Path(args.out)
     for model in models:
-        layers = json.loads(Path(f"data/leam/{model}/layers.json").read_text())["layers"]
+        layers = read_json_checked(f"data/leam/{model}/layers.json", ("layers",), stage=f"leam@{model}")["layers"]
         write_csv_atomic(out / "regions" / f"{model}.csv", plotdata.region_shares(shares, model, threshold))
         write_csv_atomic(out / "similarity" / f"{model}.csv",
                          plotdata.similarity_by_layer(similarity, model, threshold, layers))

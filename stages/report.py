@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from leam.cli import run_stage, stage_parser
+from leam.config import load_config
 from leam.errors import check_choice
-from leam.io import load_params, param
 from leam.report.render import render_site
 
 log = logging.getLogger("leam.report")
@@ -40,8 +40,8 @@ RENDERERS = ("auto", "quarto", "fallback")
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
-    renderer = args.renderer or str(param(params, "report.renderer", "auto"))
+    config = load_config(args.params)  # the whole file is validated before any work
+    renderer = args.renderer or config.report.renderer
     check_choice("report.renderer", renderer, RENDERERS)
     started = time.perf_counter()
     used, pages = render_site(Path(args.reports), renderer=renderer, timeout_s=int(args.timeout))

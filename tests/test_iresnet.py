@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from leam import geometry
+from leam.config import validate_params
 from leam.errors import ChecksumError, LeamError
 from leam.io import sha256_file
 from leam.models import iresnet, registry
@@ -97,17 +99,19 @@ def test_bad_checkpoints_are_rejected(r18_checkpoint, tmp_path):
 
 def test_model_zoo_params_register_checkpoints(r18_checkpoint, tmp_path):
     path, digest, _ = r18_checkpoint
-    params = {"model_zoo": {"zoo_test_r18": {"arch": "iresnet18", "path_or_url": str(path), "sha256": digest}}}
+    params = {"model_zoo": {"zoo_test_r18": {"arch": "iresnet18", "path_or_url": str(path), "sha256": digest}},
+              "models": ["zoo_test_r18"]}
+    zoo = validate_params(params).model_zoo  # what the stages pass: the validated model_zoo
     try:
-        assert iresnet.register_zoo(params) == ["zoo_test_r18"]
-        assert iresnet.register_zoo(params) == []  # same entry again: no-op
+        assert registry.register_zoo(zoo) == ["zoo_test_r18"]
+        assert registry.register_zoo(params["model_zoo"]) == []  # same entry again (plain mapping): no-op
         assert "zoo_test_r18" in registry.available_models()
         spec = registry.get_spec("zoo_test_r18")
         assert spec.input_size == 112 and spec.layers == iresnet.default_layers("iresnet18")
         model = spec.load(tmp_path)
         assert registry.resolve_layers(spec, model, None) == list(spec.layers)
         changed = {"model_zoo": {"zoo_test_r18": {"arch": "iresnet50", "path_or_url": str(path), "sha256": digest}}}
-        assert "already registered" in _one_line_error(lambda: iresnet.register_zoo(changed))
+        assert "already registered" in _one_line_error(lambda: registry.register_zoo(changed["model_zoo"]))
     finally:
         registry._REGISTRY.pop("zoo_test_r18", None)
     assert "zoo_test_r18" not in registry.available_models()
@@ -120,15 +124,15 @@ def test_input_warp_places_landmarks_on_the_arcface_template():
     angle, scale, shift = 0.2, 1.9, np.array([17.0, 30.0])
     rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     landmarks = rng.uniform(0, 224, size=(2, 68, 2))
-    frame_points = iresnet.ARCFACE_TEMPLATE @ rotation.T + shift
+    frame_points = geometry.ARCFACE_TEMPLATE @ rotation.T + shift
     for n in range(2):
         landmarks[n, 36:42] = frame_points[0]
         landmarks[n, 42:48] = frame_points[1]
         landmarks[n, 30], landmarks[n, 48], landmarks[n, 54] = frame_points[2], frame_points[3], frame_points[4]
     matrices = iresnet.arcface_input_warp(landmarks, 224, 0.5)
     assert matrices.shape == (2, 2, 3)
-    mapped = iresnet.five_points(landmarks) @ np.swapaxes(matrices[:, :, :2], 1, 2) + matrices[:, None, :, 2]
-    assert np.abs(mapped - iresnet.ARCFACE_TEMPLATE).max() < 1e-9
+    mapped = geometry.five_points(landmarks) @ np.swapaxes(matrices[:, :, :2], 1, 2) + matrices[:, None, :, 2]
+    assert np.abs(mapped - geometry.ARCFACE_TEMPLATE).max() < 1e-9
     assert np.allclose(np.linalg.det(matrices[:, :, :2]), 1 / scale ** 2)
     with pytest.raises(LeamError, match="68, 2"):
         iresnet.arcface_input_warp(landmarks[:, :5], 224, 0.5)

@@ -19,6 +19,7 @@ from leam import occlusion as occ
 from leam.assets import dlib_model_path
 from leam.errors import LeamError
 from leam.frame import dlib_chip_matrix, frame_to_input, input_to_frame
+from leam.topt import pixel_ranks, top_count, top_fraction_mask
 
 FRAME = 224
 PADDING = 0.5
@@ -115,11 +116,12 @@ def smooth_maps(count: int, grid: int = 112, seed: int = 0) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- masks
 
-@pytest.mark.parametrize("fraction", [0.0, 0.005, 0.01, 0.013, 0.05, 0.25, 1.0])
-def test_top_mask_has_exact_count_and_breaks_ties_by_pixel_index(fraction: float) -> None:
+@pytest.mark.parametrize("fraction, count", [(0.005, 251), (0.01, 502), (0.013, 652), (0.05, 2509), (0.25, 12544),
+                                             (1.0, FRAME * FRAME)])
+def test_top_mask_has_exact_count_and_breaks_ties_by_pixel_index(fraction: float, count: int) -> None:
     constant = torch.full((2, FRAME, FRAME), 3.0)
-    mask = occ.top_fraction_mask(constant, fraction)
-    count = round(fraction * FRAME * FRAME)
+    mask = top_fraction_mask(constant, fraction)
+    assert top_count(fraction, FRAME * FRAME) == count
     assert mask.reshape(2, -1).sum(dim=1).tolist() == [count, count]
     # Ties: the lowest flat (row-major) pixel indices win, on every image alike.
     expected = torch.zeros(FRAME * FRAME, dtype=torch.bool)
@@ -130,19 +132,19 @@ def test_top_mask_has_exact_count_and_breaks_ties_by_pixel_index(fraction: float
 def test_top_mask_keeps_the_highest_values_with_quantised_ties() -> None:
     scores = torch.from_numpy(np.random.default_rng(1).integers(0, 5, size=(3, FRAME, FRAME)).astype(np.float32))
     scores[0, 10, 10] = float("nan")  # NaN ranks last
-    mask = occ.top_fraction_mask(scores, 0.05)
-    assert mask.reshape(3, -1).sum(dim=1).tolist() == [round(0.05 * FRAME * FRAME)] * 3
+    mask = top_fraction_mask(scores, 0.05)
+    assert mask.reshape(3, -1).sum(dim=1).tolist() == [top_count(0.05, FRAME * FRAME)] * 3
     for image in range(3):
         inside, outside = scores[image][mask[image]], scores[image][~mask[image]]
         assert inside.min() >= torch.nan_to_num(outside, nan=-1).max()
     assert not mask[0, 10, 10]
-    assert torch.equal(mask, occ.top_fraction_mask(scores.clone(), 0.05))  # deterministic
+    assert torch.equal(mask, top_fraction_mask(scores.clone(), 0.05))  # deterministic
 
 
 def test_upsampled_map_mask_sits_on_the_hot_cell() -> None:
     grid = np.zeros((1, 112, 112), dtype=np.float32)
     grid[0, 30:34, 70:74] = 1.0  # 4x4 cells = 8x8 frame pixels at rows 60..67, cols 140..147
-    mask = occ.top_fraction_mask(occ.upsample_maps(torch.from_numpy(grid), FRAME), 64 / FRAME**2)[0]
+    mask = top_fraction_mask(occ.upsample_maps(torch.from_numpy(grid), FRAME), 64 / FRAME**2)[0]
     ys, xs = torch.nonzero(mask, as_tuple=True)
     assert mask.sum() == 64
     assert 59 <= ys.min() and ys.max() <= 68 and 139 <= xs.min() and xs.max() <= 148
@@ -153,9 +155,9 @@ def test_random_masks_match_counts_and_stay_in_the_face(real_faces: dict) -> Non
     region = torch.from_numpy(occ.face_region_from_landmarks(real_faces["landmarks"], FRAME))
     assert 0.1 < region.float().mean() < 0.6  # a face, not the whole frame
     for fraction in (0.01, 0.05, 0.10):
-        count = round(fraction * FRAME * FRAME)
-        uniform = occ.pixel_ranks(occ.random_scores(ids, FRAME, 0, "uniform", 0)) < count
-        face = occ.pixel_ranks(occ.restrict_scores(occ.random_scores(ids, FRAME, 0, "face", 0), region)) < count
+        count = top_count(fraction, FRAME * FRAME)
+        uniform = pixel_ranks(occ.random_scores(ids, FRAME, 0, "uniform", 0)) < count
+        face = pixel_ranks(occ.random_scores(ids, FRAME, 0, "face", 0), valid=region) < count
         assert uniform.reshape(len(ids), -1).sum(1).tolist() == [count] * len(ids)
         assert face.reshape(len(ids), -1).sum(1).tolist() == [count] * len(ids)
         assert not (face & ~region).any()
@@ -172,8 +174,8 @@ def test_blob_baseline_is_a_disc_of_exact_count_centred_in_the_face(real_faces: 
     region = torch.from_numpy(occ.face_region_from_landmarks(real_faces["landmarks"], FRAME))
     scores = occ.random_blob_scores(ids, region, seed=0, repeat=0)
     for fraction in (0.01, 0.05):
-        count = round(fraction * FRAME * FRAME)
-        mask = occ.pixel_ranks(scores) < count
+        count = top_count(fraction, FRAME * FRAME)
+        mask = pixel_ranks(scores) < count
         assert mask.reshape(len(ids), -1).sum(1).tolist() == [count] * len(ids)
         for image in range(len(ids)):
             centre = torch.nonzero(scores[image] == 0)[0]
@@ -191,8 +193,9 @@ def test_face_region_from_labels_excludes_background_and_unlabelled() -> None:
 
 
 def test_bad_fractions_and_fills_are_one_line_errors() -> None:
-    with pytest.raises(LeamError, match="not a fraction"):
-        occ.pixel_count(1.5, FRAME)
+    for bad in (0.0, 1.5):
+        with pytest.raises(LeamError, match=rf"occlusion.thresholds={bad} is not a valid top-t fraction"):
+            occ.Design([0.01, bad], "black", ["uniform"], 1, 0)
     with pytest.raises(LeamError, match="occlusion.fill='red'.*black, mean, blur"):
         occ.fill_values(torch.zeros(1, 3, 8, 8), "red")
     with pytest.raises(LeamError, match="occlusion.random='gaussian'"):
@@ -203,7 +206,7 @@ def test_bad_fractions_and_fills_are_one_line_errors() -> None:
 
 def test_fills_replace_only_masked_pixels(real_faces: dict) -> None:
     batch = torch.from_numpy(real_faces["frames"][:2]).permute(0, 3, 1, 2).float()
-    mask = occ.top_fraction_mask(torch.from_numpy(smooth_maps(2, FRAME)), 0.05)
+    mask = top_fraction_mask(torch.from_numpy(smooth_maps(2, FRAME)), 0.05)
     for fill in occ.FILLS:
         out = occ.occlude(batch, mask, occ.fill_values(batch, fill))
         assert torch.equal(out.permute(0, 2, 3, 1)[~mask], batch.permute(0, 2, 3, 1)[~mask])
@@ -225,7 +228,7 @@ def test_mask_survives_the_round_trip_through_a_model_input(real_faces: dict, fr
     maps = torch.from_numpy(smooth_maps(len(landmarks), seed=3))
     region = torch.from_numpy(occ.face_region_from_landmarks(landmarks, FRAME))
     # Rank inside the face so the mask lies where every model input sees it.
-    mask = occ.top_fraction_mask(torch.where(region, occ.upsample_maps(maps, FRAME), -1.0), fraction)
+    mask = top_fraction_mask(occ.upsample_maps(maps, FRAME), fraction, valid=region)
     for input_size, chip_padding in ((150, 0.25), (112, 0.1)):
         matrix = dlib_chip_matrix(FRAME, PADDING, input_size, chip_padding)
         rotation = cv2.getRotationMatrix2D((input_size / 2, input_size / 2), 7.0, 1.0)  # as a 5-point fit would add
@@ -255,7 +258,7 @@ def _references(identities: list[str]) -> list[list[int]]:
     return [[firsts[i][1]] if firsts[i][0] == row else [firsts[i][0]] for row, i in enumerate(identities)]
 
 
-def test_drops_zero_at_zero_threshold_and_positive_for_large_occlusion(real_faces: dict) -> None:
+def test_drops_positive_for_large_occlusion_and_clean_is_the_reference_cosine(real_faces: dict) -> None:
     frames, landmarks = real_faces["frames"], real_faces["landmarks"]
     n = len(frames)
     target = occ.Target("tiny", TinyFaceNet(), TINY_INPUT, tiny_input_warp(landmarks, FRAME, PADDING))
@@ -263,12 +266,13 @@ def test_drops_zero_at_zero_threshold_and_positive_for_large_occlusion(real_face
     region = occ.face_region_from_landmarks(landmarks, FRAME)
     timings: dict = {}
     drops = occ.occlusion_drops(frames, np.arange(n), real_faces["image_id"], _references(real_faces["identity"]),
-                                region, [target], _design(guides, thresholds=(0.0, 0.25)), batch_size=3,
+                                region, [target], _design(guides, thresholds=(1 / FRAME**2, 0.25)), batch_size=3,
                                 timings=timings)
     # rows: per threshold (1 leam + 2 kinds x 2 repeats) x n images
     assert len(drops) == 2 * (1 + 2 * 2) * n
-    zero = drops[drops.threshold == 0.0]
-    assert (zero["drop"] == 0.0).all() and (zero.occluded == zero.clean).all()
+    one = drops[drops.threshold == 1 / FRAME**2]  # a single occluded pixel (t = 0 is not a top-t fraction)
+    assert (one["drop"].abs() < 0.05).all()
+    assert (drops.groupby("image")["clean"].nunique() == 1).all()  # one clean cosine per image
     big = drops[drops.threshold == 0.25]
     assert big["drop"].abs().min() > 0 and np.isfinite(big["drop"]).all()
     assert set(big.kind) == {"leam", "random_uniform", "random_face"}
@@ -281,7 +285,7 @@ def test_drops_zero_at_zero_threshold_and_positive_for_large_occlusion(real_face
                                                        target.frame_to_input, TINY_INPUT)), dim=1)
     refs = [r[0] for r in _references(real_faces["identity"])]
     expected = (emb * emb[refs]).sum(1).numpy()
-    got = zero[zero.kind == "leam"].sort_values("image").clean.to_numpy()
+    got = one[one.kind == "leam"].sort_values("image").clean.to_numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 

@@ -143,6 +143,23 @@ def make_fake_pipeline(root, small_slice, model: str = "fake_net") -> dict:
     return {"model": model, "image_ids": image_ids, "grey": grey}
 
 
+def fake_model_spec(name: str):
+    """A registry entry for a model that exists only as LEAM outputs on disk: params.yaml's `models` must be
+    registered (leam.config), although the analysis stages never load the network."""
+    from leam.models.registry import ModelSpec
+
+    return ModelSpec(name=name, description="LEAM outputs only (test)", input_size=112, embedding_dim=8,
+                     layers=("grey",), load=lambda weights_dir: None, input_warp=lambda *args: None)
+
+
+@pytest.fixture(autouse=True)
+def fake_net_registered(monkeypatch):
+    from leam.models import registry
+
+    registry.available_models()  # the built-in models first
+    monkeypatch.setitem(registry._REGISTRY, "fake_net", fake_model_spec("fake_net"))
+
+
 def write_params(root, model: str, **similarity) -> Path:
     import yaml
 
@@ -200,11 +217,11 @@ def test_similarity_stage_bad_input_is_one_line_error(tmp_path, small_slice, cap
     argv = ["--leam-dir", str(tmp_path / "leam"), "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")]
     params = write_params(tmp_path, fake["model"], grid=10)
     assert run_stage("similarity", main, build_parser(), ["--params", str(params), *argv]) == 2
-    assert "similarity.grid=10 must divide the map size 112" in capsys.readouterr().err
+    assert "similarity.grid=10 is not valid; it must divide leam.store_size=112" in capsys.readouterr().err
     params = write_params(tmp_path, "no_such_model")
     assert run_stage("similarity", main, build_parser(), ["--params", str(params), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "missing LEAM output(s) for model 'no_such_model'" in err[0]
+    assert len(err) == 1 and "models=['no_such_model'] is not valid; 'no_such_model' is not a registered model" in err[0]
 
 
 def test_metrics_json_is_strict():

@@ -11,15 +11,16 @@ import pytest
 from leam.errors import LeamError
 from leam.metrics.variability import (coefficient_of_variation, gender_tests, map_variability, share_variability,
                                       summarize_by_gender)
-from tests.test_similarity import make_fake_pipeline, write_params
+from tests.test_similarity import fake_net_registered, make_fake_pipeline, write_params  # noqa: F401 (autouse fixture)
 
 
 def test_cv_on_known_numbers():
     # mean 4, sample std sqrt(((2)^2 + 0 + 2^2) / 2) = 2 -> CV 0.5
-    assert coefficient_of_variation(np.array([2.0, 4.0, 6.0])) == pytest.approx(0.5)
-    columns = coefficient_of_variation(np.array([[1.0, 0.0, 5.0], [3.0, 0.0, 5.0]]), axis=0)
+    values = np.array([2.0, 4.0, 6.0])
+    assert coefficient_of_variation(values.std(ddof=1), values.mean()) == pytest.approx(0.5)
+    block = np.array([[1.0, 0.0, 5.0], [3.0, 0.0, 5.0]])
+    columns = coefficient_of_variation(block.std(axis=0, ddof=1), block.mean(axis=0))
     assert columns[0] == pytest.approx(np.sqrt(2) / 2) and np.isnan(columns[1]) and columns[2] == 0.0
-    assert np.isnan(coefficient_of_variation(np.array([3.0])))
 
 
 def test_share_variability_known_numbers():

@@ -32,6 +32,9 @@ INDEX_COLUMNS = ("image_id", "identity", "gender", "path", "sha256", "source")
 DISCARD_COLUMNS = ("image_id", "path", "reason")
 """Columns of ``data/faces/discards.csv``."""
 
+TOO_FEW_IMAGES = "too_few_images"
+"""Discard reason of every image of an identity with fewer than ``data.min_images_per_identity`` images."""
+
 # Repository -> (source tag, licence note). The facts come from the "Sources" table of the mirror's
 # README; manifests/SOURCES.md explains them. The licences cover the repositories' code, not the photos.
 SAMPLE_SOURCES: dict[str, tuple[str, str]] = {
@@ -173,3 +176,28 @@ def select_subset(rows: pd.DataFrame, seed: int, max_identities: int = 0, max_im
             keep.append(group.iloc[np.sort(order[:max_images_per_identity])])
         rows = pd.concat(keep) if keep else rows.iloc[:0]
     return rows.reset_index(drop=True)
+
+
+def select_accounted(rows: pd.DataFrame, seed: int, max_identities: int = 0, max_images_per_identity: int = 0,
+                     min_images_per_identity: int = 0, path_column: str | None = None
+                     ) -> tuple[pd.DataFrame, list[dict], int]:
+    """:func:`select_subset`, accounting for every row it leaves out: ``(chosen, discards, not_selected)``.
+
+    Rows of identities with fewer than ``min_images_per_identity`` rows are discards (DISCARD_COLUMNS,
+    reason ``too_few_images``, ``path`` from ``path_column`` when given): such an identity has no reference
+    photo for LEAM and no same-identity pair. Rows left out by the caps (``max_identities``,
+    ``max_images_per_identity``) were deliberately not chosen: they are counted (``not_selected``), not
+    listed. So ``len(rows) == len(chosen) + len(discards) + not_selected``.
+    """
+    if max_images_per_identity and max_images_per_identity < min_images_per_identity:
+        raise LeamError(f"data.max_images_per_identity={max_images_per_identity} is below "
+                        f"data.min_images_per_identity={min_images_per_identity}: every identity would be left "
+                        f"with too few images; raise the cap or lower the minimum")
+    sizes = rows.groupby("identity")["image_id"].transform("size") if len(rows) else pd.Series([], dtype=int)
+    too_few = (sizes < max(int(min_images_per_identity), 1)).to_numpy(bool)
+    dropped = rows[too_few]
+    discards = [{"image_id": image_id, "path": str(path) if path_column else "", "reason": TOO_FEW_IMAGES}
+                for image_id, path in zip(dropped.image_id, dropped[path_column] if path_column else dropped.image_id)]
+    eligible = rows[~too_few]
+    chosen = select_subset(eligible, seed, max_identities, max_images_per_identity)
+    return chosen, discards, int(len(eligible) - len(chosen))

@@ -26,9 +26,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from leam.data.fetch import FaceJob, FetchFailed, FetchSettings, check_readable_dir, download, prune, run_jobs
+from leam.data.fetch import (DOWNLOAD_CACHE, DownloadCache, FaceJob, FetchFailed, FetchSettings, check_readable_dir,
+                             download, prune, run_jobs)
 from leam.data.manifest import (DISCARD_COLUMNS, GENDERS, INDEX_COLUMNS, image_id_for, read_csv_strict, read_sample_manifest,
-                                select_subset, slugify)
+                                select_accounted, slugify)
 from leam.errors import LeamError, check_choice
 from leam.io import param, write_csv_atomic, write_json_atomic
 
@@ -39,6 +40,10 @@ MIRROR_ENV = "LEAM_FACES_MIRROR"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_TABLE_BYTES = 2 << 30
 """Largest CSV read from a URL (the full IMDb-Face CSV is a few hundred MB)."""
+TABLE_DEADLINE_S = 3600.0
+"""Wall-clock limit for downloading one such CSV (data.deadline_s is sized for one photo)."""
+CROP_VERSION = "crop-v1"
+"""Part of every crop's cache key: change it when ``crop_face`` changes, so cached crops are made again."""
 DEFAULT_CROP_MARGIN = 0.5
 """IMDb-Face crops keep this fraction of the box's width/height on each side, so that the align stage's
 detector sees the whole head and some context (a tight box often loses the chin or forehead)."""
@@ -52,7 +57,9 @@ class FacesResult:
     discards: pd.DataFrame
     summary: dict
     reused: int = 0
-    """Images kept from an earlier run (resume) rather than fetched again."""
+    """Images not fetched again: already in place (resume) or taken from the download cache."""
+    downloaded: int = 0
+    """Images that came over the network in this run."""
     pruned: int = 0
     """Stale files removed from the images folder."""
 
@@ -82,10 +89,15 @@ def _safe_file_name(name: str) -> str:
 def _read_table(location: str, what: str, settings: FetchSettings) -> pd.DataFrame:
     """A CSV from a path or an http(s)/file URL, all cells as strings; failures are LeamErrors."""
     if urllib.parse.urlparse(location).scheme in ("http", "https", "file"):
-        try:
-            raw = download(location, settings, max_bytes=MAX_TABLE_BYTES)
-        except FetchFailed as failed:
-            raise LeamError(f"cannot download {what} {location}: {failed}") from None
+        cache = DownloadCache(settings.cache_dir) if settings.cache_dir is not None else None
+        raw = cache.get(cache.key(location)) if cache is not None else None
+        if raw is None:
+            try:
+                raw = download(location, settings, max_bytes=MAX_TABLE_BYTES, deadline_s=TABLE_DEADLINE_S)
+            except FetchFailed as failed:
+                raise LeamError(f"cannot download {what} {location}: {failed}") from None
+            if cache is not None:
+                cache.put(cache.key(location), raw, url=location)
         return read_csv_strict(io.BytesIO(raw), f"{what} {location}")
     path = Path(location)
     if not path.is_file():
@@ -94,7 +106,11 @@ def _read_table(location: str, what: str, settings: FetchSettings) -> pd.DataFra
 
 
 def _read_labels(location: str | Path | None, settings: FetchSettings) -> dict[str, str]:
-    """``identity -> gender`` from a labels CSV (columns ``identity, gender``); genders female/male/unknown."""
+    """``identity -> gender`` from a labels CSV (columns ``identity, gender``); genders female/male/unknown.
+
+    An identity listed twice with different genders is a LeamError naming both lines (the same gender twice
+    is fine): which one wins would otherwise depend on the row order.
+    """
     if not location:
         return {}
     table = _read_table(str(location), "labels CSV", settings)
@@ -105,7 +121,15 @@ def _read_labels(location: str | Path | None, settings: FetchSettings) -> dict[s
     bad = ~genders.isin(GENDERS)
     if bad.any():
         raise LeamError(f"labels CSV {location}: gender {table.gender[bad].iloc[0]!r} is not one of {', '.join(GENDERS)}")
-    return dict(zip(table.identity.str.strip(), genders))
+    labels: dict[str, str] = {}
+    line_of: dict[str, int] = {}
+    for line, identity, gender in zip(range(2, len(table) + 2), table.identity.str.strip(), genders):
+        if identity in labels and labels[identity] != gender:
+            raise LeamError(f"labels CSV {location}: identity {identity!r} has gender {labels[identity]!r} on line "
+                            f"{line_of[identity]} and {gender!r} on line {line}; keep one row per identity")
+        labels.setdefault(identity, gender)
+        line_of.setdefault(identity, line)
+    return labels
 
 
 # --------------------------------------------------------------------------------------------- sample
@@ -123,14 +147,21 @@ def sample_jobs(manifest: pd.DataFrame, images_dir: Path, mirror: Path | None) -
     return jobs
 
 
-def _sample(data: dict, seed: int, images_dir: Path, settings: FetchSettings) -> tuple[list[FaceJob], list[dict]]:
+def _sample(data: dict, seed: int, images_dir: Path, settings: FetchSettings) -> tuple[list[FaceJob], list[dict], int]:
     manifest = read_sample_manifest(data.get("manifest") or "manifests/sample.csv")
-    chosen = select_subset(manifest, seed, int(data.get("max_identities", 0)),
-                           int(data.get("max_images_per_identity", 0)))
+    chosen, discards, not_selected = _select(manifest, seed, data)
     mirror = resolve_mirror(data.get("mirror"))
     log.info("sample: %d of %d images, %d identities, from %s", len(chosen), len(manifest),
              chosen.identity.nunique(), mirror if mirror else "their public URLs")
-    return sample_jobs(chosen, images_dir, mirror), []
+    return sample_jobs(chosen, images_dir, mirror), discards, not_selected
+
+
+def _select(rows: pd.DataFrame, seed: int, data: dict, path_column: str | None = None
+            ) -> tuple[pd.DataFrame, list[dict], int]:
+    """The seeded subset of ``rows`` chosen by ``data.max_*`` / ``data.min_images_per_identity``, with the
+    ``too_few_images`` discards and the count of rows the caps left out (:func:`select_accounted`)."""
+    return select_accounted(rows, seed, int(data.get("max_identities", 0)), int(data.get("max_images_per_identity", 0)),
+                            int(data.get("min_images_per_identity", 0)), path_column)
 
 
 # --------------------------------------------------------------------------------------------- IMDb-Face
@@ -212,12 +243,16 @@ def crop_face(data: bytes, box: tuple[float, float, float, float], annotated_hw:
     return encoded.tobytes()
 
 
-def _crop_for(row, margin: float) -> Callable[[bytes], bytes]:
+def _crop_for(row, margin: float) -> tuple[Callable[[bytes], bytes], str]:
+    """The crop of one IMDb-Face row and its cache key (everything the crop depends on besides the photo)."""
     box, hw, suffix = (row.x1, row.y1, row.x2, row.y2), (row.height, row.width), Path(row.file).suffix
-    return lambda data: crop_face(data, box, hw, margin, suffix)
+    key = f"{CROP_VERSION} box={','.join(map(repr, map(float, box)))} hw={float(hw[0])!r},{float(hw[1])!r} " \
+          f"margin={float(margin)!r} format={suffix.lower()}"
+    return (lambda data: crop_face(data, box, hw, margin, suffix)), key
 
 
-def _imdb_face(data: dict, seed: int, images_dir: Path, settings: FetchSettings) -> tuple[list[FaceJob], list[dict]]:
+def _imdb_face(data: dict, seed: int, images_dir: Path, settings: FetchSettings
+               ) -> tuple[list[FaceJob], list[dict], int]:
     location = str(data.get("imdb_csv") or "").strip()
     if not location:
         raise LeamError("data.imdb_csv is empty: set it to the path or URL of IMDb-Face.csv")
@@ -225,8 +260,8 @@ def _imdb_face(data: dict, seed: int, images_dir: Path, settings: FetchSettings)
     margin = float(data.get("crop_margin", DEFAULT_CROP_MARGIN))
     if margin < 0:
         raise LeamError(f"data.crop_margin={margin!r} must be >= 0 (fraction of the face box added on each side)")
-    chosen = select_subset(rows, seed, int(data.get("max_identities", 0)), int(data.get("max_images_per_identity", 0)),
-                           int(data.get("min_images_per_identity", 0)))
+    chosen, too_few, not_selected = _select(rows, seed, data)
+    discards += too_few
     if data.get("max_identities", 0) == 0 and chosen.identity.nunique() > 1000:
         log.warning("imdb_face: no data.max_identities cap: downloading %d images of %d identities",
                     len(chosen), chosen.identity.nunique())
@@ -235,44 +270,88 @@ def _imdb_face(data: dict, seed: int, images_dir: Path, settings: FetchSettings)
              chosen.identity.nunique(), len(rows), len(discards))
     jobs = [FaceJob(image_id=r.image_id, identity=r.identity, gender=labels.get(r.identity, "unknown"),
                     source="imdb_face", target=images_dir / r.identity / r.file, url=r.url,
-                    postprocess=_crop_for(r, margin))
-            for r in chosen.itertuples(index=False)]
-    return jobs, discards
+                    postprocess=crop, postprocess_key=crop_key)
+            for r in chosen.itertuples(index=False) for crop, crop_key in [_crop_for(r, margin)]]
+    return jobs, discards, not_selected
 
 
 # --------------------------------------------------------------------------------------------- folder
 
-def _folder(data: dict, seed: int, images_dir: Path, settings: FetchSettings) -> tuple[list[FaceJob], list[dict]]:
+FOLDER_LABELS = "labels.csv"
+"""Optional ``identity,gender`` table at the top of a folder source."""
+
+
+def folder_root(data: dict) -> Path:
+    """The folder source's root (``data.folder_root``), checked to be a readable folder."""
     root = str(data.get("folder_root") or "").strip()
     if not root:
         raise LeamError("data.folder_root is empty: set it to a folder holding <identity>/*.jpg|jpeg|png")
-    root_path = check_readable_dir(Path(root).expanduser(), "data.folder_root")
-    labels_file = root_path / "labels.csv"
-    labels = _read_labels(labels_file if labels_file.is_file() else None, settings)
-    records, discards, seen = [], [], {}
-    for person in sorted(p for p in root_path.iterdir() if p.is_dir()):
-        identity = slugify(person.name)
+    return check_readable_dir(Path(root).expanduser(), "data.folder_root")
+
+
+def scan_folder(root: Path) -> tuple[list[dict], list[dict]]:
+    """Every entry of a folder source ``<root>/<identity>/<photo>``: ``(records, discards)``.
+
+    ``records``: one dict per photo (identity slug, ``folder`` name, safe file ``name``, ``local`` path,
+    image_id). ``discards`` (DISCARD_COLUMNS, ``path`` = the entry) name everything else found, so that nothing
+    under the root disappears unnoticed: ``unreadable_folder`` (an identity folder that cannot be listed:
+    one row, image_id ``<identity>/*``), ``unsupported_type`` (a file that is not .jpg/.jpeg/.png),
+    ``nested_folder`` (a folder inside an identity folder), ``no_identity_folder`` (a file directly under the
+    root other than labels.csv; image_id ``""``), ``duplicate_id`` (a second photo with the same
+    ``<identity>/<stem>``, e.g. ``a.jpg`` and ``a.png``). Hidden entries (names starting with ``.``) are not
+    inputs. Two folders that become the same identity slug are a LeamError.
+    """
+    records: list[dict] = []
+    discards: list[dict] = []
+    seen: dict[str, str] = {}
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if not entry.is_dir():
+            if entry.name != FOLDER_LABELS:
+                discards.append({"image_id": "", "path": str(entry), "reason": "no_identity_folder"})
+            continue
+        identity = slugify(entry.name)
         if identity in seen:
-            raise LeamError(f"folders {seen[identity]!r} and {person.name!r} both become identity {identity!r}")
-        seen[identity] = person.name
-        gender = labels.get(person.name, labels.get(identity, "unknown"))
-        for file in sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()):
+            raise LeamError(f"folders {seen[identity]!r} and {entry.name!r} both become identity {identity!r}")
+        seen[identity] = entry.name
+        try:
+            files = sorted(f for f in entry.iterdir() if not f.name.startswith("."))
+        except OSError:
+            discards.append({"image_id": f"{identity}/*", "path": str(entry), "reason": "unreadable_folder"})
+            continue
+        taken: set[str] = set()
+        for file in files:
             name = _safe_file_name(file.name)
-            records.append({"identity": identity, "gender": gender, "file": name, "local": file,
-                            "image_id": image_id_for(identity, name)})
+            image_id = image_id_for(identity, name)
+            if file.is_dir():
+                discards.append({"image_id": f"{identity}/{file.name}/*", "path": str(file), "reason": "nested_folder"})
+            elif file.suffix.lower() not in IMAGE_SUFFIXES:
+                discards.append({"image_id": f"{identity}/{file.name}", "path": str(file), "reason": "unsupported_type"})
+            elif image_id in taken:
+                discards.append({"image_id": image_id, "path": str(file), "reason": "duplicate_id"})
+            else:
+                taken.add(image_id)
+                records.append({"identity": identity, "folder": entry.name, "file": name, "local": file,
+                                "image_id": image_id})
+    return records, discards
+
+
+def _folder(data: dict, seed: int, images_dir: Path, settings: FetchSettings) -> tuple[list[FaceJob], list[dict], int]:
+    root_path = folder_root(data)
+    labels_file = root_path / FOLDER_LABELS
+    labels = _read_labels(labels_file if labels_file.is_file() else None, settings)
+    records, discards = scan_folder(root_path)
     if not records:
         raise LeamError(f"no images found under {root_path}/<identity>/ (.jpg, .jpeg, .png)")
     rows = pd.DataFrame(records)
-    duplicate = rows.image_id.duplicated()
-    discards += [{"image_id": r.image_id, "path": str(r.local), "reason": "duplicate_id"}
-                 for r in rows[duplicate].itertuples()]
-    chosen = select_subset(rows[~duplicate], seed, int(data.get("max_identities", 0)),
-                           int(data.get("max_images_per_identity", 0)), int(data.get("min_images_per_identity", 0)))
+    rows["gender"] = [labels.get(folder, labels.get(identity, "unknown"))
+                      for folder, identity in zip(rows.folder, rows.identity)]
+    chosen, too_few, not_selected = _select(rows, seed, data, path_column="local")
+    discards += too_few
     log.info("folder: %d images of %d identities from %s", len(chosen), chosen.identity.nunique(), root_path)
     jobs = [FaceJob(image_id=r.image_id, identity=r.identity, gender=r.gender, source="folder",
                     target=images_dir / r.identity / r.file, local=Path(r.local))
             for r in chosen.itertuples(index=False)]
-    return jobs, discards
+    return jobs, discards, not_selected
 
 
 # --------------------------------------------------------------------------------------------- driver
@@ -289,11 +368,14 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def collect_faces(params: dict, out_dir: str | os.PathLike = "data/faces", root: str | os.PathLike = ".",
-                  progress: bool = True, backoff_s: float = 1.0) -> FacesResult:
+                  progress: bool = True, backoff_s: float = 1.0,
+                  cache_dir: str | os.PathLike | None = None) -> FacesResult:
     """Get the face subset chosen by ``params['data']`` into ``<out_dir>/images``; nothing else is written.
 
     ``root``: folder that index paths are relative to (the repository root). Returns the index (sorted by
-    identity then file name), the discards and the summary; ``write_outputs`` writes them.
+    identity then file name), the discards and the summary; ``write_outputs`` writes them. ``cache_dir``:
+    the download cache (default ``<root>/.cache/downloads``), outside ``out_dir`` because ``dvc repro``
+    deletes the stage's outputs before it runs.
     """
     data = param(params, "data")
     if not isinstance(data, dict):
@@ -301,11 +383,13 @@ def collect_faces(params: dict, out_dir: str | os.PathLike = "data/faces", root:
     source = data.get("source", "sample")
     check_choice("data.source", source, SOURCES)
     seed = param(params, "seed", 0)
-    settings = FetchSettings(workers=data.get("download_workers", 8), retries=data.get("retries", 4),
-                             timeout_s=data.get("timeout_s", 30), backoff_s=backoff_s, progress=progress)
     out_dir, root = Path(out_dir), Path(root)
+    settings = FetchSettings(workers=data.get("download_workers", 8), retries=data.get("retries", 4),
+                             timeout_s=data.get("timeout_s", 30), deadline_s=data.get("deadline_s", 120),
+                             backoff_s=backoff_s, progress=progress,
+                             cache_dir=Path(cache_dir) if cache_dir is not None else root / DOWNLOAD_CACHE)
     images_dir = out_dir / "images"
-    jobs, discards = _BUILDERS[source](data, int(seed), images_dir, settings)
+    jobs, discards, not_selected = _BUILDERS[source](data, int(seed), images_dir, settings)
     outcomes = run_jobs(jobs, settings, description=f"faces ({source})")
     kept = [o for o in outcomes if o.reason is None]
     discards += [{"image_id": o.job.image_id, "path": _relative(o.job.target, root), "reason": o.reason}
@@ -317,15 +401,23 @@ def collect_faces(params: dict, out_dir: str | os.PathLike = "data/faces", root:
                          columns=[*INDEX_COLUMNS, "_name"])
     index = index.sort_values(["identity", "_name"], kind="stable").drop(columns="_name").reset_index(drop=True)
     discard_frame = pd.DataFrame(discards, columns=list(DISCARD_COLUMNS))
-    return FacesResult(index=index, discards=discard_frame, summary=summarise(source, index, discard_frame),
-                       reused=sum(o.reused for o in kept), pruned=pruned)
+    return FacesResult(index=index, discards=discard_frame,
+                       summary=summarise(source, index, discard_frame, not_selected),
+                       reused=sum(o.reused for o in kept), downloaded=sum(o.origin == "download" for o in kept),
+                       pruned=pruned)
 
 
-def summarise(source: str, index: pd.DataFrame, discards: pd.DataFrame) -> dict:
-    """Small JSON for metrics/data.json: counts of kept images, identities, genders and discards by reason."""
+def summarise(source: str, index: pd.DataFrame, discards: pd.DataFrame, not_selected: int = 0) -> dict:
+    """Small JSON for metrics/data.json: counts of kept images, identities, genders and discards by reason.
+
+    ``inputs`` = every row or file the source offered = ``images`` (kept) + ``discarded`` + ``not_selected``
+    (left out by the data.max_* caps: counted, not listed in discards.csv).
+    """
     genders = Counter(index.gender)
     return {
         "source": source,
+        "inputs": int(len(index) + len(discards) + not_selected),
+        "not_selected": int(not_selected),
         "images": int(len(index)),
         "identities": int(index.identity.nunique()),
         "images_by_gender": {g: int(genders.get(g, 0)) for g in GENDERS},

@@ -2,9 +2,9 @@
 
 For one image, one map (a layer or ``overall``) and a threshold ``t``:
 
-* ``t < 1``: the top ``k = floor(t * P + 0.5)`` cells (at least 1) of the map's ``P = G * G`` cells,
-  ranked by value, each weighted equally. Ties are broken deterministically by cell order (row-major,
-  earlier cell first) through a stable sort.
+* ``t < 1``: the top ``k = top_count(t, P)`` cells of the map's ``P = G * G`` cells (``leam.topt``:
+  round half up of t * P, at least 1; ties to the earlier cell in row-major order), each weighted
+  equally.
 * ``t == 1``: every cell weighted by its activation (negative values clipped to 0), i.e. the map read as
   a distribution over the frame.
 
@@ -26,25 +26,12 @@ import pandas as pd
 from leam.errors import LeamError
 from leam.metrics.stats import summarize
 from leam.parsing.classes import CLASSES, NOT_LABELLED, NOT_LABELLED_NAME, REGIONS, check_canonical
+from leam.topt import pixel_ranks, top_count
 
 PARTS: tuple[str, ...] = (*CLASSES, NOT_LABELLED_NAME)
 """Share columns: the 19 canonical classes, then not-labelled (index 19)."""
 NUM_PARTS = len(PARTS)
 HEADLINE_REGIONS = ("nose", "eyes", "brows", "mouth", "skin")
-
-
-def effective_thresholds(thresholds, headline: float) -> list[float]:
-    """Sorted, de-duplicated thresholds including the headline one; each must be in (0, 1]."""
-    values = sorted({round(float(value), 6) for value in [*list(thresholds), headline]})
-    bad = [value for value in values if not 0 < value <= 1]
-    if bad:
-        raise LeamError(f"correlate thresholds {bad} are not valid; use fractions in (0, 1] (1.0 = whole map)")
-    return values
-
-
-def top_count(threshold: float, cells: int) -> int:
-    """Cells kept at ``threshold``: round half up of ``threshold * cells``, at least one."""
-    return max(1, int(np.floor(threshold * cells + 0.5)))
 
 
 def label_fractions(labels: np.ndarray, grid: int, chunk: int = 64) -> np.ndarray:
@@ -94,10 +81,7 @@ def class_shares(maps: np.ndarray, fractions: np.ndarray, thresholds: list[float
         totals = weights_all.sum(axis=2)
         ok = finite & (totals > 0)
         valid[start:start + values.shape[0]] = ok
-        ranked = np.where(np.isfinite(values), values, -np.inf)
-        order = np.argsort(-ranked, axis=2, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.broadcast_to(np.arange(cells), order.shape), axis=2)
+        rank = pixel_ranks(values.reshape(-1, grid, grid)).reshape(values.shape)  # one sort, every threshold
         for ti, (threshold, k) in enumerate(zip(thresholds, counts)):
             if threshold >= 1:
                 weights = weights_all / np.where(totals > 0, totals, 1)[..., None]

@@ -10,9 +10,9 @@ a discrete probability distribution. The recipe, applied in this order to raw st
    next step picks the most relevant pixels *of the face* (masking after top-t would throw away the part
    of the t budget that fell on background and exclude many maps outright);
 3. optional top-t selection (fraction t of the G x G pixels, computed at full resolution *before*
-   pooling): the ceil(t * G * G) most relevant pixels are kept, the rest set to 0 (the same pixel count
-   with or without the mask). Ties at the cut are broken deterministically in favour of the lower
-   row-major pixel index, so the result never depends on the sort algorithm. t = 1 keeps the full map;
+   pooling): the ``top_count(t, G * G)`` most relevant pixels (``leam.topt``: round half up of t * G * G,
+   at least 1; ties to the lower row-major pixel index), chosen inside the face region when masked, are
+   kept, the rest set to 0 (the same pixel budget with or without the mask). t = 1 keeps the full map;
 4. area-average pooling to ``grid`` x ``grid`` cells (G must be a multiple of ``grid``);
 5. normalisation to sum 1. A map with no mass left is *excluded* (``valid`` is False) and counted,
    never turned into NaNs.
@@ -23,13 +23,12 @@ pixels (frame of ``align.frame_size`` pixels): one cell spans ``frame_size / gri
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from leam.errors import LeamError, check_choice
+from leam.topt import check_fraction, top_fraction_mask
 
 NEGATIVE_POLICIES = ("clip", "abs")
 GROUND_METRIC = "euclidean distance between cell centres, in analysis-frame pixels"
@@ -62,34 +61,6 @@ def apply_negative_policy(maps: np.ndarray, policy: str) -> np.ndarray:
     return np.maximum(maps, 0.0) if policy == "clip" else np.abs(maps)
 
 
-def top_fraction_mask(maps: np.ndarray, fraction: float) -> np.ndarray:
-    """Boolean mask (N, H, W) of the ``ceil(fraction * H * W)`` largest pixels of each map.
-
-    Deterministic: among pixels equal to the cut value, the lowest row-major indices are kept, so exactly
-    k pixels are selected per map. No full sort: the cut value comes from ``torch.topk``.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise LeamError(f"threshold fraction {fraction!r} must be in (0, 1]")
-    maps = np.asarray(maps)
-    n, height, width = maps.shape
-    flat = maps.reshape(n, -1)
-    k = max(1, math.ceil(fraction * flat.shape[1] - 1e-9))
-    if k >= flat.shape[1]:
-        return np.ones(maps.shape, dtype=bool)
-    # k-th largest value per map; torch.topk stays fast when many values tie (np.partition degrades badly on
-    # masked maps full of zeros). Only the value is used: which tied pixels are kept is decided below.
-    values = torch.topk(torch.from_numpy(np.ascontiguousarray(flat)), k, dim=1, sorted=False).values
-    cut = values.min(dim=1).values.numpy()[:, None]
-    keep = flat >= cut
-    surplus = keep.sum(axis=1) > k  # rows with more pixels tied at the cut than fit
-    if surplus.any():
-        rows = flat[surplus]
-        at_cut = rows == cut[surplus]
-        needed = k - (rows > cut[surplus]).sum(axis=1, keepdims=True)  # how many tied pixels still fit
-        keep[surplus] = (rows > cut[surplus]) | (at_cut & (np.cumsum(at_cut, axis=1) <= needed))
-    return keep.reshape(maps.shape)
-
-
 def pool_area(maps: np.ndarray, grid: int) -> np.ndarray:
     """Area-average (N, G, G) maps to (N, grid, grid); each cell is the mean of its G/grid squared pixels."""
     n, size, size_w = maps.shape
@@ -117,8 +88,8 @@ def maps_to_distributions(maps: np.ndarray, grid: int, negative_policy: str = "c
         if face_mask.shape[-2:] != maps.shape[-2:] or face_mask.ndim == 3 and face_mask.shape[0] != maps.shape[0]:
             raise LeamError(f"face mask shape {face_mask.shape} does not match the maps {maps.shape}")
         maps = np.where(face_mask, maps, np.float32(0.0))
-    if fraction < 1.0:
-        maps = np.where(top_fraction_mask(maps, fraction), maps, np.float32(0.0))
+    if check_fraction(fraction) < 1.0:
+        maps = np.where(top_fraction_mask(maps, fraction, valid=face_mask), maps, np.float32(0.0))
     pooled = pool_area(maps, grid).reshape(maps.shape[0], grid * grid)
     mass = pooled.sum(axis=1, keepdims=True)
     valid = mass[:, 0] > 0

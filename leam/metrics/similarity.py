@@ -55,12 +55,6 @@ def bhattacharyya_matrix(first: np.ndarray, second: np.ndarray | None = None, dt
     return np.clip(root_first @ root_second.T, 0.0, 1.0)
 
 
-def bhattacharyya_pairs(probs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """BC of the given index pairs (P, 2) of rows of ``probs`` (N, K), via the all-pairs matrix."""
-    matrix = bhattacharyya_matrix(probs)
-    return matrix[pairs[:, 0], pairs[:, 1]]
-
-
 # --------------------------------------------------------------------------------------------- EMD
 def emd_pair(first: np.ndarray, second: np.ndarray, cost: np.ndarray, max_iter: int = 1_000_000) -> float:
     """Exact EMD between two distributions (K,) under ``cost`` (K, K).

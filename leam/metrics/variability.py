@@ -25,14 +25,14 @@ from leam.errors import LeamError
 from leam.metrics.stats import compare_groups, summarize
 
 
-def coefficient_of_variation(values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """std (ddof=1) / mean along ``axis``; NaN where the mean is not positive or fewer than 2 values."""
-    values = np.asarray(values, dtype=np.float64)
-    count = values.shape[axis]
-    mean = values.mean(axis=axis)
-    if count < 2:
-        return np.full(mean.shape, np.nan)
-    std = values.std(axis=axis, ddof=1)
+def coefficient_of_variation(std, mean) -> np.ndarray:
+    """CV = std / mean, elementwise (float64); NaN where the mean is not positive.
+
+    ``std`` is the sample standard deviation (ddof=1) over a person's images and ``mean`` the mean over
+    the same images; the callers compute both (they report them too) and need at least 2 images. A part
+    or cell whose mean is 0 never receives relevance for that person: its CV is undefined, not 0 or inf.
+    """
+    std, mean = np.asarray(std, dtype=np.float64), np.asarray(mean, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(mean > 0, std / mean, np.nan)
 
@@ -65,8 +65,7 @@ def share_variability(shares: pd.DataFrame, threshold: float, min_images: int = 
     grouped = rows.groupby(keys, sort=True, dropna=False)["share"]
     table = grouped.agg(n_images="count", mean_share="mean", std_share="std").reset_index()
     table = table[table.n_images >= max(min_images, 2)].reset_index(drop=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        table["cv"] = np.where(table.mean_share > 0, table.std_share / table.mean_share, np.nan)
+    table["cv"] = coefficient_of_variation(table.std_share, table.mean_share)
     return table
 
 
@@ -93,8 +92,9 @@ def map_variability(probs: np.ndarray, identities, face_fraction: np.ndarray | N
         mean = block.mean(axis=0)
         std = block.std(axis=0, ddof=1)
         cells = region & (mean > 0)
+        cv = coefficient_of_variation(std, mean)
         rows.append({"identity": identity, "n_images": int(members.size), "n_cells": int(cells.sum()),
-                     "map_cv": float((std[cells] / mean[cells]).mean()) if cells.any() else np.nan,
+                     "map_cv": float(cv[cells].mean()) if cells.any() else np.nan,
                      "map_cv_weighted": float(std[cells].sum() / mean[cells].sum()) if cells.any() else np.nan})
     return pd.DataFrame(rows, columns=["identity", "n_images", "n_cells", "map_cv", "map_cv_weighted"])
 

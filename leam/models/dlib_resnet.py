@@ -28,7 +28,6 @@ dlib details reproduced on purpose (each one changes the output if missed):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +35,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leam.errors import ChecksumError, LeamError
+from leam.errors import LeamError
 from leam.frame import dlib_chip_matrix
-from leam.io import sha256_file
 from leam.models.dlib_format import DlibNetwork
-from leam.models.registry import ModelSpec, register
+from leam.models.spec import ModelSpec
+from leam.models.weights import verified_weights_path
 
 NAME = "dlib_resnet"
 INPUT_SIZE = 150
 CHIP_PADDING = 0.25  # dlib's recognition chip: get_face_chip(img, shape, size=150, padding=0.25)
 EMBEDDING_DIM = 128
 WEIGHTS_FILE = "dlib_resnet.pt"
-WEIGHTS_INDEX = "weights.json"
 DEFAULT_MEAN_RGB = (122.782, 117.001, 104.298)
 STAGES = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
 """(filters, blocks, first block downsamples) per stage, shallow to deep."""
@@ -219,27 +217,6 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def verified_weights_path(weights_dir: Path, name: str) -> Path:
-    """Path of ``name``'s weights after checking the sha256 recorded in ``weights.json``."""
-    weights_dir = Path(weights_dir)
-    index_path = weights_dir / WEIGHTS_INDEX
-    if not index_path.is_file():
-        raise LeamError(f"{index_path} not found: run `python -m stages.weights` (or `dvc repro weights`)")
-    try:
-        entry = json.loads(index_path.read_text(encoding="utf-8"))[name]
-        path, expected = weights_dir / entry["file"], entry["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise LeamError(f"{index_path} has no valid entry for {name!r} ({type(exc).__name__}: {exc}); "
-                        f"rerun `python -m stages.weights`") from None
-    if not path.is_file():
-        raise LeamError(f"weights file for {name!r} not found: {path} (run `python -m stages.weights`)")
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ChecksumError(f"checksum mismatch for {path}: sha256 {actual[:12]}..., weights.json expects "
-                            f"{expected[:12]}... (rerun `python -m stages.weights`)")
-    return path
-
-
 def build_from_state_dict(state: dict) -> DlibResNet:
     model = DlibResNet()
     result = model.load_state_dict(state, strict=False)
@@ -255,7 +232,8 @@ def build_from_state_dict(state: dict) -> DlibResNet:
 
 
 def load(weights_dir: Path) -> DlibResNet:
-    """``ModelSpec.load``: the converted network from ``<weights_dir>/dlib_resnet.pt``, checksum-verified."""
+    """``ModelSpec.load``: the converted network from ``<weights_dir>/dlib_resnet.pt``, checksum-verified
+    against ``weights.json`` (:func:`leam.models.weights.verified_weights_path`)."""
     path = verified_weights_path(weights_dir, NAME)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -275,7 +253,7 @@ def input_warp(landmarks: np.ndarray, frame_size: int, frame_padding: float) -> 
     return np.broadcast_to(matrix, (len(landmarks), 2, 3)).copy()
 
 
-SPEC = register(ModelSpec(
+SPEC = ModelSpec(
     name=NAME,
     description="dlib face_recognition_resnet_model_v1 (ResNet-29, 128-d, LFW 99.38%) converted from its .dat file",
     input_size=INPUT_SIZE,
@@ -285,4 +263,7 @@ SPEC = register(ModelSpec(
     input_warp=input_warp,
     verification_threshold=0.6,
     weights_files=(WEIGHTS_FILE,),
-))
+)
+
+SPECS: dict[str, ModelSpec] = {NAME: SPEC}
+"""This family's networks, registered by ``leam.models.registry`` (this module never imports it)."""

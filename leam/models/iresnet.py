@@ -14,13 +14,15 @@ No weights ship with the project. A user adds a checkpoint with a params edit, n
         path_or_url: /data/ms1mv3_r100/backbone.pth   # local path (relative to the repo root) or http(s)/file URL
         sha256: 0123...                        # required: checked before torch.load
 
-and lists ``arcface_r100`` under ``models``. Each configured entry becomes a registry spec; bare
-architectures are *not* registered, so ``available_models()`` never offers a network with random
+and lists ``arcface_r100`` under ``models``. Each configured entry becomes a registry spec when a stage
+that loads models calls ``leam.models.registry.register_zoo`` with its validated ``config.model_zoo`` (nothing is read
+from ``params.yaml`` at import time); bare architectures are *not* registered, so
+``available_models()`` never offers a network with random
 weights (use :func:`build` for tests and benchmarks).
 
 Input geometry: 112x112 pixels, the face placed by a 5-point similarity (eye centres, nose tip, mouth
 corners taken from the 68 frame landmarks) onto the standard ArcFace template, as insightface's
-``norm_crop`` does.
+``norm_crop`` does (``leam.geometry.arcface_input_warp``).
 """
 
 from __future__ import annotations
@@ -29,15 +31,15 @@ import logging
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from leam.errors import ChecksumError, LeamError, check_choice
-from leam.io import download_to, load_params, sha256_file
-from leam.models.registry import _REGISTRY, ModelSpec, available_models, register
+from leam.errors import LeamError, check_choice
+from leam.geometry import arcface_input_warp
+from leam.io import download_to
+from leam.models.spec import ModelSpec
+from leam.models.weights import verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +52,6 @@ ARCHS: dict[str, tuple[int, int, int, int]] = {
     "iresnet50": (3, 4, 14, 3),
     "iresnet100": (3, 13, 30, 3),
 }
-
-# insightface's ArcFace alignment template for 112x112 crops, (x, y) pixels, image-left point first:
-# left-of-image eye centre, right-of-image eye centre, nose tip, left and right mouth corners.
-ARCFACE_TEMPLATE = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
-
 
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
@@ -162,43 +153,6 @@ def default_layers(arch: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def five_points(landmarks: np.ndarray) -> np.ndarray:
-    """dlib 68-point landmarks (N, 68, 2) -> ArcFace's 5 points (N, 5, 2), same order as the template."""
-    landmarks = np.asarray(landmarks, dtype=np.float64)
-    if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
-        raise LeamError(f"expected landmarks of shape (N, 68, 2), got {landmarks.shape}")
-    return np.stack([
-        landmarks[:, 36:42].mean(axis=1),  # eye on the image's left (the subject's right eye)
-        landmarks[:, 42:48].mean(axis=1),
-        landmarks[:, 30],                  # nose tip
-        landmarks[:, 48],                  # mouth corner on the image's left
-        landmarks[:, 54],
-    ], axis=1)
-
-
-def similarity_fit(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, shift; no reflection) source -> target.
-
-    source (N, P, 2), target (P, 2) or (N, P, 2) -> (N, 2, 3). Closed form of Umeyama's estimate for 2-D.
-    """
-    source = np.asarray(source, dtype=np.float64)
-    target = np.broadcast_to(np.asarray(target, dtype=np.float64), source.shape)
-    src_mean, dst_mean = source.mean(axis=1, keepdims=True), target.mean(axis=1, keepdims=True)
-    src, dst = source - src_mean, target - dst_mean
-    norm = (src ** 2).sum(axis=(1, 2))
-    a = (src * dst).sum(axis=(1, 2)) / norm                                              # s * cos
-    b = (src[..., 0] * dst[..., 1] - src[..., 1] * dst[..., 0]).sum(axis=1) / norm      # s * sin
-    linear = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], axis=1)             # (N, 2, 2)
-    shift = dst_mean[:, 0] - np.einsum("nij,nj->ni", linear, src_mean[:, 0])
-    return np.concatenate([linear, shift[..., None]], axis=2)
-
-
-def arcface_input_warp(landmarks: np.ndarray, frame_size: int, frame_padding: float) -> np.ndarray:
-    """Frame landmarks (N, 68, 2) -> (N, 2, 3) frame -> 112x112 ArcFace input pixel matrices."""
-    del frame_size, frame_padding  # the fit uses the landmarks only
-    return similarity_fit(five_points(landmarks), ARCFACE_TEMPLATE)
-
-
 def _fetch(path_or_url: str, name: str, weights_dir: Path) -> Path:
     """Local file for a checkpoint: the path itself, or a download cached as ``weights_dir/<name>.pth``."""
     scheme = urllib.parse.urlparse(path_or_url).scheme
@@ -216,9 +170,7 @@ def _fetch(path_or_url: str, name: str, weights_dir: Path) -> Path:
 
 def load_checkpoint(arch: str, path: Path, sha256: str, name: str = "iresnet") -> IResNet:
     """Build ``arch`` and load ``path`` (a state dict) after checking its sha256; strict key match."""
-    actual = sha256_file(path)
-    if actual.lower() != str(sha256).lower():
-        raise ChecksumError(f"checksum mismatch for model {name!r} ({path}): expected sha256 {sha256}, got {actual}")
+    verify_sha256(path, sha256, expected_by=f"model_zoo.{name}.sha256 is")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or non-tensor pickle
@@ -245,7 +197,7 @@ def load_checkpoint(arch: str, path: Path, sha256: str, name: str = "iresnet") -
 
 def checkpoint_spec(name: str, arch: str, path_or_url: str, sha256: str,
                     layers: tuple[str, ...] | None = None) -> ModelSpec:
-    """A registry spec for one user checkpoint (not registered; see :func:`register_zoo`)."""
+    """A registry spec for one user checkpoint (not registered; see ``leam.models.registry.register_zoo``)."""
     check_choice(f"model_zoo.{name}.arch", arch, ARCHS)
     if not path_or_url or not sha256:
         raise LeamError(f"model_zoo.{name} needs both path_or_url and sha256")
@@ -265,37 +217,7 @@ def checkpoint_spec(name: str, arch: str, path_or_url: str, sha256: str,
     )
 
 
-def register_zoo(params: dict[str, Any]) -> list[str]:
-    """Register every ``model_zoo`` entry of ``params``; re-registering the same entry is a no-op."""
-    try:  # populate the built-in models first: the registry only populates itself while it is empty
-        available_models()
-    except ImportError:  # a model family's module is missing; its own stage reports that
-        pass
-    zoo = params.get("model_zoo") or {}
-    if not isinstance(zoo, dict):
-        raise LeamError("model_zoo must map model names to {arch, path_or_url, sha256}")
-    names = []
-    for name, entry in zoo.items():
-        if not isinstance(entry, dict) or "arch" not in entry:
-            raise LeamError(f"model_zoo.{name} must be a mapping with arch, path_or_url and sha256")
-        spec = checkpoint_spec(str(name), str(entry["arch"]), str(entry.get("path_or_url", "")),
-                               str(entry.get("sha256", "")), entry.get("layers"))
-        if name in _REGISTRY:
-            if _REGISTRY[name].description != spec.description:
-                raise LeamError(f"model {name!r} is already registered as {_REGISTRY[name].description!r}")
-            continue
-        register(spec)
-        names.append(str(name))
-    return names
 
-
-def _register_from_params_file() -> None:
-    """Import-time registration from ``params.yaml`` in the working directory (stages run from the root)."""
-    try:
-        params = load_params()
-    except LeamError:
-        return
-    register_zoo(params)
-
-
-_register_from_params_file()
+SPECS: dict[str, ModelSpec] = {}
+"""No built-in networks: a bare architecture has random weights. Checkpoints come from ``model_zoo``
+(:func:`checkpoint_spec`, registered by ``leam.models.registry.register_zoo``)."""

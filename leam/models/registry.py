@@ -1,74 +1,81 @@
 """Model registry: one name -> everything LEAM, occlusion and verification need to use a network.
 
-Contract of every registered model (the ``nn.Module`` returned by ``ModelSpec.load``):
-- input: float32 RGB tensor (N, 3, input_size, input_size) with values in 0..255; the module applies its
-  own normalisation, so occlusion fills and warps work on plain pixel values;
-- output: (N, embedding_dim) embeddings (normalised or not, as the network gives them);
-- every name in ``layers`` is a submodule path (``model.get_submodule(name)``) whose forward output is a
-  (N, C, h, w) activation: LEAM hooks these;
-- parameters have ``requires_grad=False`` and the module is in eval mode.
+In the shape of arcface_torch's ``get_model``: this module imports the model families, and each family
+only *describes* its networks (a ``SPECS`` mapping name -> :class:`leam.models.spec.ModelSpec`) without
+importing the registry back, so there is no import cycle. What gets registered, and when:
+
+- the built-in networks (``FAMILIES``' ``SPECS``): when this module is first imported;
+- user IResNet checkpoints of ``params.yaml``'s ``model_zoo``: only by an explicit
+  ``register_zoo(config.model_zoo)``, which every stage that loads models calls with its validated config;
+- any other ``nn.Module``: ``leam.register_model`` (:mod:`leam.api`), which builds a spec and calls
+  :func:`register`.
+
+The contract every registered module meets is in :mod:`leam.models.spec`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any
 
-import numpy as np
 import torch.nn as nn
 
 from leam.errors import LeamError
+from leam.models import dlib_resnet, human_models, iresnet
+from leam.models.spec import ModelSpec
 
+__all__ = ["FAMILIES", "ModelSpec", "available_models", "get_spec", "register", "register_zoo", "resolve_layers"]
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    description: str
-    input_size: int
-    embedding_dim: int
-    layers: tuple[str, ...]
-    """Default LEAM layers, shallow to deep, covering every resolution."""
-    load: Callable[[Path], nn.Module]
-    """Build the module from the weights folder (``data/models``); raises LeamError when weights are missing."""
-    input_warp: Callable[[np.ndarray, int, float], np.ndarray]
-    """(frame landmarks (N, 68, 2), frame_size, frame_padding) -> (N, 2, 3) frame -> input pixel matrices."""
-    verification_threshold: float | None = None
-    """Euclidean distance below which two embeddings are the same person, where the authors publish one."""
-    weights_files: tuple[str, ...] = field(default_factory=tuple)
-    """Files under the weights folder the model needs (to tell the user what is missing)."""
+FAMILIES = (dlib_resnet, human_models, iresnet)
+"""Built-in model families; each exposes ``SPECS`` (name -> ModelSpec) and imports nothing from here."""
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
-_POPULATED = False
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} registered twice")
+def register(spec: ModelSpec, replace: bool = False) -> ModelSpec:
+    """Make ``spec`` available under ``spec.name``; a second spec of the same name needs ``replace=True``."""
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"model {spec.name!r} registered twice (pass replace=True to replace it)")
     _REGISTRY[spec.name] = spec
     return spec
 
 
-def _populate() -> None:
-    """Import every model family once; each module registers its specs on import."""
-    global _POPULATED
-    if _POPULATED:
-        return
-    _POPULATED = True
-    from leam.models import dlib_resnet, human_models, iresnet  # noqa: F401
-
-
 def available_models() -> list[str]:
-    _populate()
     return sorted(_REGISTRY)
 
 
 def get_spec(name: str) -> ModelSpec:
-    _populate()
     if name not in _REGISTRY:
         raise LeamError(f"unknown model {name!r}; registered models: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
+
+
+def register_zoo(zoo: Mapping[str, Any]) -> list[str]:
+    """Register every entry of the validated ``model_zoo`` (``leam.config.Config.model_zoo``); returns new names.
+
+    Entries are ``leam.config.ZooEntry`` objects or plain mappings with ``arch``, ``path_or_url``,
+    ``sha256`` (and optional ``layers``), described by :func:`leam.models.iresnet.checkpoint_spec`. Stages
+    that load models call this explicitly with their config; nothing is read from ``params.yaml`` here.
+    Re-registering the same entry is a no-op; a different one under a taken name is an error.
+    """
+    if not isinstance(zoo, Mapping):
+        raise LeamError("model_zoo must map model names to {arch, path_or_url, sha256}")
+    names = []
+    for name, entry in zoo.items():
+        if hasattr(entry, "model_dump"):  # a validated leam.config.ZooEntry (duck-typed: no import of the config)
+            entry = entry.model_dump()
+        if not isinstance(entry, Mapping) or "arch" not in entry:
+            raise LeamError(f"model_zoo.{name} must be a mapping with arch, path_or_url and sha256")
+        spec = iresnet.checkpoint_spec(str(name), str(entry["arch"]), str(entry.get("path_or_url", "")),
+                                       str(entry.get("sha256", "")), entry.get("layers"))
+        if name in _REGISTRY:
+            if _REGISTRY[name].description != spec.description:
+                raise LeamError(f"model {name!r} is already registered as {_REGISTRY[name].description!r}")
+            continue
+        register(spec)
+        names.append(str(name))
+    return names
 
 
 def resolve_layers(spec: ModelSpec, model: nn.Module, layers: list[str] | None) -> list[str]:
@@ -82,3 +89,13 @@ def resolve_layers(spec: ModelSpec, model: nn.Module, layers: list[str] | None) 
             f"default layers: {', '.join(spec.layers)} (see `python -m stages.models --list`)"
         )
     return names
+
+
+def _register_builtin() -> None:
+    """Register every family's ``SPECS``; runs once, when this module is first imported."""
+    for family in FAMILIES:
+        for spec in family.SPECS.values():
+            register(spec)
+
+
+_register_builtin()

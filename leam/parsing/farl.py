@@ -15,8 +15,9 @@ image-right mouth corner) it builds the FFHQ / CelebA-HQ alignment square:
 (``warp_factor=0``). Images enter the network as float RGB in 0..1 and it returns
 ``(logits (N, 19, 448, 448), aux)``.
 
-Here the five points come from the dlib landmarks of the analysis frame (eye centres = means of 36-41
-and 42-47, nose tip 30, mouth corners 48 and 54); the crop is sampled from the analysis frame with one
+Here the five points come from the dlib landmarks of the analysis frame (``leam.geometry.five_points``:
+eye centres = means of 36-41 and 42-47, nose tip 30, mouth corners 48 and 54, the facer/RetinaFace
+order, which is ArcFace's); the crop is sampled from the analysis frame with one
 affine warp (``leam.frame.warp``; crop pixels outside the frame are black), and the arg-max labels go
 back to the frame with the inverse warp and nearest sampling. Frame pixels the crop does not cover are
 NOT_LABELLED (255).
@@ -34,9 +35,10 @@ import torch
 
 from leam.errors import ChecksumError, LeamError
 from leam.frame import invert_affine, warp
+from leam.geometry import five_points
 from leam.io import download_to, sha256_file
 from leam.parsing.classes import CLASSES, FARL_CELEBM_NAMES, NOT_LABELLED, parser_to_canonical
-from leam.parsing.landmarks import LEFT_EYE, RIGHT_EYE, ParseResult, landmark_failures
+from leam.parsing.landmarks import ParseResult, landmark_failures
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,6 @@ def require_facer() -> None:
         import facer  # noqa: F401
     except Exception as exc:  # ImportError, or torchvision failing to load beside this torch build
         raise LeamError(f"{ENABLE_HINT} (import facer failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-
-
-def five_points(landmarks: np.ndarray) -> np.ndarray:
-    """(N, 68, 2) dlib landmarks -> (N, 5, 2) facer/RetinaFace order: image-left eye, image-right eye,
-    nose tip, image-left and image-right mouth corner."""
-    pts = np.asarray(landmarks, dtype=np.float64)
-    return np.stack([pts[:, RIGHT_EYE].mean(1), pts[:, LEFT_EYE].mean(1), pts[:, 30], pts[:, 48], pts[:, 54]], axis=1)
 
 
 def _rot90(vectors: np.ndarray) -> np.ndarray:

@@ -15,6 +15,8 @@ import pandas as pd
 import yaml
 from IPython.display import HTML, Markdown
 
+from leam.io import read_csv_checked, read_json_checked
+
 FLOAT_FORMAT = "{:.4f}"
 
 
@@ -34,13 +36,15 @@ def params() -> dict:
 
 
 def read_json(relative: str) -> dict | None:
+    """A metrics/output JSON file, None when absent; a broken one is a one-line LeamError naming it."""
     path = ROOT / relative
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_json_checked(path) if path.is_file() else None
 
 
 def read_csv(relative: str) -> pd.DataFrame | None:
+    """An output table, None when absent (header-only is an empty frame); a broken one is a one-line LeamError."""
     path = ROOT / relative
-    return pd.read_csv(path) if path.is_file() else None
+    return read_csv_checked(path, allow_empty=True) if path.is_file() else None
 
 
 P_VALUE_FORMAT = "{:.2e}"
@@ -156,17 +160,6 @@ def flatten(node, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(node, dict) and node:
         return [pair for key, value in node.items() for pair in flatten(value, f"{prefix}.{key}" if prefix else str(key))]
     return [(prefix, json.dumps(node))]
-
-
-def image_array(array: np.ndarray, alt: str = "", width: int | None = None) -> HTML:
-    """Inline a uint8 RGB array (H, W, 3) as a base64 PNG <img>."""
-    import cv2
-
-    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("cannot encode image for the report")
-    size = f' width="{width}"' if width else ""
-    return HTML(f'<img alt="{html.escape(alt)}"{size} src="data:image/png;base64,{base64.b64encode(png.tobytes()).decode("ascii")}">')
 
 
 def _jpeg_base64(bgr: np.ndarray, quality: int = 85) -> str:
