@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # Keep BLAS/torch from oversubscribing the two cores when stages run worker processes.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: repro test venv benchmarks plots clean-venv
+.PHONY: repro test venv browser benchmarks plots clean-venv
 
 venv: $(VENV)/.installed
 
@@ -24,7 +24,14 @@ $(VENV)/.installed: requirements.txt
 repro: venv
 	$(BIN)/dvc repro
 
-test: venv
+# Headless Chromium + its driver for the report browser tests (Debian packages; needs root, as here and in
+# CI). Where they cannot be installed the browser tests skip and say why.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "warning: could not install chromium + chromium-driver; the browser tests will skip"; fi
+
+test: venv browser
 	$(BIN)/python -m pytest -q
 
 benchmarks: venv

@@ -177,9 +177,12 @@ class LeamParams(_Group):
                                           "not named uses its registry defaults")
     overall: Literal["mean_normalised"] = Field("mean_normalised", description="overall map = mean of the per-layer "
                                                                                "max-normalised maps")
-    placement: Literal["receptive_field", "centred"] = Field(
-        "receptive_field", description="how coarse layer maps are placed in the frame: each cell at its "
-                                       "receptive-field centre, or LayerCAM's upsampling convention")
+    placement: Literal["effective_field", "receptive_field", "centred"] = Field(
+        "effective_field", description="where coarse layer cells land in the frame: where their input gradients "
+                                       "sit on real faces (effective_field), their exact receptive-field centre, or "
+                                       "LayerCAM's upsampling convention (centred); see README, Assumptions")
+    probe_images: int = Field(16, ge=1, description="effective_field: the first N aligned photos on which each "
+                                                    "layer's cell positions are measured")
     store_size: int = Field(112, ge=1, description="cells a side of the stored maps in the analysis frame "
                                                    "(must divide align.frame_size)")
     batch_size: int = Field(16, ge=1, description="images per forward + backward pass")
@@ -275,6 +278,8 @@ class ReportParams(_Group):
         "auto", description="quarto when on PATH (auto), or leam.report's nbclient renderer (fallback)")
     gallery_identities: int = Field(3, ge=1, description="identities shown in the LEAM gallery")
     gallery_images: int = Field(4, ge=1, description="photos per identity in the LEAM gallery")
+    person: str = Field("", description="identity shown on the person page (reports/person.qmd), as in "
+                                        "data/aligned/index.csv; \"\" = the first identity with LEAM maps")
 
 
 # ------------------------------------------------------------------------------------------------- root

@@ -200,18 +200,32 @@ def embed_frames(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmark
 def frame_leam_maps(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
                     references: torch.Tensor, layers: Sequence[str], frame_padding: float,
                     sign: str = "supports_match", negative_activations: str = "relu",
-                    placement: str = "receptive_field") -> LeamMaps:
+                    placement: str = "receptive_field",
+                    geometries: Mapping[str, CellGeometry] | None = None) -> LeamMaps:
     """LEAM maps in the analysis frame: frames (N, S, S, 3) uint8 -> maps (N, L, S, S) float32.
 
     The frames go to the model input through ``spec.input_warp`` and the maps come back through its
     inverse (``leam.frame.input_to_frame``); frame pixels the model never saw are 0. ``placement``
-    (``leam.placement``) says where each coarse cell lands (see :mod:`leam.placement`).
+    (``leam.placement``) says where each coarse cell lands (see :mod:`leam.placement`); ``geometries``
+    (from :func:`frame_geometries`) overrides it, as ``effective_field`` needs.
     """
     inputs, matrices = to_model_input(spec, frames, landmarks, frame_padding)
-    geometries = cached_geometries(model, layers, spec.input_size, placement)
+    if geometries is None:
+        geometries = cached_geometries(model, layers, spec.input_size, placement)
     result = leam_maps(model, inputs, references, layers, sign, negative_activations, geometries)
     framed = input_to_frame(result.maps, matrices, int(np.asarray(frames).shape[1])).clamp_min_(0.0)
     return LeamMaps(maps=framed, cosine=result.cosine, layers=result.layers)
+
+
+def frame_geometries(model: nn.Module, spec: ModelSpec, layers: Sequence[str], placement: str,
+                     probe_frames: np.ndarray, probe_landmarks: np.ndarray, frame_padding: float
+                     ) -> dict[str, CellGeometry] | None:
+    """Cell geometries for ``leam.placement``; ``effective_field`` measures them on these probe frames
+    (N, S, S, 3) uint8 seen through the model's own warp. None = ``centred`` (LayerCAM's upsampling)."""
+    probe = None
+    if placement == "effective_field":
+        probe = to_model_input(spec, probe_frames, probe_landmarks, frame_padding)[0]
+    return cached_geometries(model, layers, spec.input_size, placement, probe)
 
 
 def area_downsample(maps: torch.Tensor, size: int) -> torch.Tensor:

@@ -229,6 +229,49 @@ def read_parsing(parsing_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFra
     return labels, index, read_json_checked(paths[2], ("backend", "available"), stage="parse")
 
 
+def read_face_labels(parsing_dir: str | os.PathLike, aligned_dir: str | os.PathLike, image_ids,
+                     hint: str = "run the parse and align stages, or set similarity.face_mask=false") -> np.ndarray:
+    """Parser labels (N, S, S) uint8 of ``image_ids``, in that order, in the analysis frame.
+
+    Rows are found through the aligned index (``data/aligned/index.csv``: ``image_id`` -> ``row`` of
+    ``data/parsing/labels.npy``), so maps of any subset of images (a model's ``meta.csv``) get their labels.
+    ``hint`` ends the error when a file is missing. Turning labels into a face mask is
+    ``leam.metrics.distributions.face_mask_from_labels``.
+    """
+    labels_path, index_path = Path(parsing_dir) / "labels.npy", Path(aligned_dir) / "index.csv"
+    for path in (labels_path, index_path):
+        if not path.is_file():
+            raise LeamError(f"face mask needs {path} ({hint})")
+    labels = load_npy(labels_path, mmap_mode="r", stage="parse")
+    index = read_csv_checked(index_path, ("image_id",), stage="align")
+    if labels.shape[0] != len(index):
+        raise LeamError(f"{labels_path} has {labels.shape[0]} rows but {index_path} lists {len(index)} images")
+    row_of = dict(zip(index["image_id"], index["row"] if "row" in index else range(len(index))))
+    unknown = [i for i in image_ids if i not in row_of]
+    if unknown:
+        raise LeamError(f"{len(unknown)} map image(s) missing from {index_path}, e.g. {unknown[0]!r}")
+    rows = np.array([row_of[i] for i in image_ids], dtype=np.int64)
+    return np.asarray(labels[rows])
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN/inf (undefined statistics) by None so metrics files stay strict JSON for DVC.
+
+    Also turns numpy scalars into Python ones; dicts, lists and tuples are converted recursively.
+    """
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

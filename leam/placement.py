@@ -42,9 +42,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from leam.errors import LeamError, check_choice
 
 __all__ = ["PLACEMENTS", "AxisGeometry", "CellGeometry", "centred_geometry", "trace_cell_geometry",
-           "cached_geometries", "place_on_input", "gradient_support", "gradient_centroid"]
+           "effective_geometry", "central_cells", "cached_geometries", "place_on_input", "gradient_support", "gradient_centroid"]
 
-PLACEMENTS = ("receptive_field", "centred")
+PLACEMENTS = ("effective_field", "receptive_field", "centred")
 
 
 @dataclass(frozen=True)
@@ -119,21 +119,59 @@ def place_on_input(maps: torch.Tensor, geometry: CellGeometry) -> torch.Tensor:
 _CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def cached_geometries(model: nn.Module, layers: Sequence[str], input_size: int, placement: str
-                      ) -> dict[str, CellGeometry] | None:
-    """Geometries for ``leam.placement``: traced once per model (``receptive_field``) or None (``centred``).
+def cached_geometries(model: nn.Module, layers: Sequence[str], input_size: int, placement: str,
+                      probe_images: torch.Tensor | None = None) -> dict[str, CellGeometry] | None:
+    """Geometries for ``leam.placement``, computed once per model, layers and placement.
 
-    None tells :func:`leam.core.leam_maps` to use LayerCAM's own upsampling, so ``centred`` results are
-    exactly those of other CAM tools.
+    ``receptive_field``: traced (:func:`trace_cell_geometry`); ``effective_field``: measured on
+    ``probe_images`` (:func:`effective_geometry`; required, and only the first call's probe counts);
+    ``centred``: None, which tells :func:`leam.core.leam_maps` to use LayerCAM's own upsampling, so
+    ``centred`` results are exactly those of other CAM tools.
     """
     check_choice("leam.placement", placement, PLACEMENTS)
     if placement == "centred":
         return None
     per_model = _CACHE.setdefault(model, {})
-    key = (tuple(layers), int(input_size))
+    key = (tuple(layers), int(input_size), placement)
     if key not in per_model:
-        per_model[key] = trace_cell_geometry(model, layers, input_size)
+        if placement == "effective_field":
+            if probe_images is None:
+                raise LeamError("leam.placement=effective_field needs probe images (real faces in the model "
+                                "input) to measure where each layer's cells look")
+            per_model[key] = effective_geometry(model, layers, input_size, probe_images)
+        else:
+            per_model[key] = trace_cell_geometry(model, layers, input_size)
     return per_model[key]
+
+
+def central_cells(grid: tuple[int, int]) -> list[tuple[int, int]]:
+    """The middle cell of an (h, w) grid, or the middle 2 (or 2 x 2) cells when a side is even."""
+    h, w = grid
+    return [(r, c) for r in sorted({(h - 1) // 2, h // 2}) for c in sorted({(w - 1) // 2, w // 2})]
+
+
+def effective_geometry(model: nn.Module, layers: Sequence[str], input_size: int, probe_images: torch.Tensor
+                       ) -> dict[str, CellGeometry]:
+    """The traced geometry shifted to where the cells' input gradients actually sit on real faces.
+
+    A deep cell's receptive field reaches far past the image, into zero padding that is lopsided under
+    TF ``SAME`` and dlib's conventions, so the evidence it sees is pulled away from the field's geometric
+    centre. Per layer and axis the shift is the mean, over the central cells (least clipped by the image),
+    of the input-gradient centroid (:func:`gradient_centroid` over ``probe_images`` (N, 3, s, s) 0..255)
+    minus the traced centre; the exact spacing (``jump``) is kept, so the map is moved, not rescaled.
+    """
+    traced = trace_cell_geometry(model, layers, input_size)
+    result = {}
+    for layer, geometry in traced.items():
+        cells = central_cells(geometry.grid)
+        measured = gradient_centroid(model, layer, cells, input_size, images=probe_images)
+        shift_y = float((measured[:, 0] - torch.tensor([geometry.y.centre(r) for r, _ in cells])).mean())
+        shift_x = float((measured[:, 1] - torch.tensor([geometry.x.centre(c) for _, c in cells])).mean())
+        result[layer] = CellGeometry(
+            AxisGeometry(geometry.y.cells, geometry.y.start + shift_y, geometry.y.stop + shift_y, geometry.y.jump),
+            AxisGeometry(geometry.x.cells, geometry.x.start + shift_x, geometry.x.stop + shift_x, geometry.x.jump),
+            input_size)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------
@@ -402,22 +440,25 @@ def trace_cell_geometry(model: nn.Module, layers: Sequence[str], input_size: int
 
 def _cell_input_gradients(model: nn.Module, layer: str, cells: Sequence[tuple[int, int]], images: torch.Tensor
                           ) -> torch.Tensor:
-    """|d activation(cell) / d input| summed over channels, images and colour: (len(cells), s, s)."""
+    """|d activation(cell) / d input| summed over channels, images and colour: (len(cells), s, s).
+
+    One forward and backward pass: the images are repeated once per cell and each copy's gradient comes
+    from its own cell only (samples are independent in eval mode).
+    """
     module = model.get_submodule(layer)
-    grads = []
-    for cell in cells:
-        store: dict[str, torch.Tensor] = {}
-        handle = module.register_forward_hook(lambda _m, _i, output: store.setdefault("out", output))
-        try:
-            x = images.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                model(x)
-                activation = store["out"][:, :, cell[0], cell[1]]
-                (grad,) = torch.autograd.grad(activation.abs().sum(), x)
-        finally:
-            handle.remove()
-        grads.append(grad.abs().sum(dim=(0, 1)))
-    return torch.stack(grads)
+    store: dict[str, torch.Tensor] = {}
+    handle = module.register_forward_hook(lambda _m, _i, output: store.setdefault("out", output))
+    n = images.shape[0]
+    try:
+        x = images.detach().to(torch.float32).repeat(len(cells), 1, 1, 1).requires_grad_(True)
+        with torch.enable_grad():
+            model(x)
+            out = store["out"]
+            picked = torch.stack([out[k * n:(k + 1) * n, :, r, c] for k, (r, c) in enumerate(cells)])
+            (grad,) = torch.autograd.grad(picked.abs().sum(), x)
+    finally:
+        handle.remove()
+    return grad.abs().sum(dim=1).reshape(len(cells), n, *grad.shape[-2:]).sum(dim=1)
 
 
 def gradient_support(model: nn.Module, layer: str, cells: Sequence[tuple[int, int]], input_size: int,
@@ -442,13 +483,16 @@ def gradient_support(model: nn.Module, layer: str, cells: Sequence[tuple[int, in
     return torch.tensor(boxes, dtype=torch.float64)
 
 
-def gradient_centroid(model: nn.Module, layer: str, cells: Sequence[tuple[int, int]], input_size: int
-                      ) -> torch.Tensor:
-    """Centre of mass (y, x) in input pixels of |d cell / d input| on a constant grey input: (len(cells), 2).
+def gradient_centroid(model: nn.Module, layer: str, cells: Sequence[tuple[int, int]], input_size: int,
+                      images: torch.Tensor | None = None) -> torch.Tensor:
+    """Centre of mass (y, x) in input pixels of |d cell / d input|: (len(cells), 2).
 
-    The *effective* receptive field: weight- and input-dependent, a diagnostic beside the exact geometry.
+    Summed over ``images`` (N, 3, s, s) 0..255, by default one constant grey input. This is the *effective*
+    receptive field: weight- and input-dependent (on grey input some networks' deep units are dead), a
+    diagnostic beside the exact geometry, not used for placement.
     """
-    images = torch.full((1, 3, input_size, input_size), 127.5)
+    if images is None:
+        images = torch.full((1, 3, input_size, input_size), 127.5)
     grads = _cell_input_gradients(model, layer, cells, images)
     coords = torch.arange(input_size, dtype=grads.dtype)
     mass = grads.sum(dim=(1, 2)).clamp_min(torch.finfo(grads.dtype).tiny)

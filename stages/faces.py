@@ -8,14 +8,20 @@ Sources (params.yaml, data.source):
              data.retries retries with exponential backoff, data.timeout_s seconds of silence per read,
              data.deadline_s seconds per file in all).
   imdb_face  the official IMDb-Face CSV (data.imdb_csv, path or URL): images are downloaded and cropped
-             around the annotated face box (data.crop_margin of the box added on each side); identities
-             need data.min_images_per_identity rows; gender from data.labels_csv (identity,gender) or unknown.
+             around the annotated face box (data.crop_margin of the box added on each side); gender from
+             data.labels_csv (identity,gender) or unknown.
   folder     <data.folder_root>/<identity>/*.jpg|jpeg|png, genders from an optional
-             <data.folder_root>/labels.csv (identity,gender).
+             <data.folder_root>/labels.csv (identity,gender). Everything else under the root is a discard:
+             unsupported_type (another file type), nested_folder, no_identity_folder (a file directly under
+             the root), unreadable_folder, duplicate_id (a.jpg and a.png of one identity); hidden entries are
+             not inputs.
+A labels file that gives one identity two genders is an error naming both lines.
 
-Caps: data.max_identities and data.max_images_per_identity (0 = all) pick a seeded subset (top-level
-seed): identities in a seeded shuffle of their sorted names, images in a per-identity seeded shuffle;
-a larger cap only adds images.
+Identities with fewer than data.min_images_per_identity photos (any source) are discards, reason
+too_few_images (no reference photo for LEAM, no same-identity pair). Caps: data.max_identities and
+data.max_images_per_identity (0 = all) pick a seeded subset (top-level seed): identities in a seeded shuffle
+of their sorted names, images in a per-identity seeded shuffle; a larger cap only adds images. What the caps
+leave out is counted in summary.json (not_selected), so inputs = images + discarded + not_selected.
 
 Every file is verified (sha256 where known) and written atomically; files already present with the right
 hash are kept. Downloads (and IMDb-Face crops, keyed by URL, box and crop margin) are kept in a cache outside
@@ -36,8 +42,8 @@ import logging
 import sys
 
 from leam.cli import run_stage, stage_parser
-from leam.data import collect_faces, write_outputs
 from leam.config import load_config
+from leam.data import collect_faces, write_outputs
 
 log = logging.getLogger("leam.faces")
 

@@ -39,8 +39,8 @@ from leam import core
 from leam.cli import run_stage, stage_parser
 from leam.config import Config, load_config
 from leam.errors import LeamError
-from leam.io import read_csv_checked, save_npy_atomic, write_csv_atomic, write_json_atomic
 from leam.io import read_aligned as io_read_aligned
+from leam.io import read_csv_checked, save_npy_atomic, write_csv_atomic, write_json_atomic
 from leam.models.registry import available_models, get_spec, register_zoo, resolve_layers
 
 log = logging.getLogger("leam.leam")
@@ -122,13 +122,16 @@ def main(args: argparse.Namespace) -> None:
     embeddings = core.embed_frames(model, spec, frames[array_rows], landmarks[array_rows], frame_padding, batch_size)
     references = core.reference_embeddings(plan, embeddings)
     image_rows = array_rows[plan.row.to_numpy()]
+    probe = array_rows[:cfg.probe_images]  # effective_field: cell positions measured on the first aligned photos
+    geometries = core.frame_geometries(model, spec, layers, cfg.placement, frames[probe], landmarks[probe],
+                                       frame_padding)
     maps = np.zeros((len(plan), len(layers) + 1, grid, grid), dtype=np.float32)
     cosines = np.zeros(len(plan), dtype=np.float64)
     faint = 0  # layer maps whose peak lies below float16's normal range (fewer significant bits)
     for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {args.model}", unit="batch"):
         rows = image_rows[start:start + batch_size]
         result = core.frame_leam_maps(model, spec, frames[rows], landmarks[rows], references[start:start + batch_size],
-                                      layers, frame_padding, sign, negative, config.leam.placement)
+                                      layers, frame_padding, sign, negative, geometries=geometries)
         stored = core.area_downsample(result.maps, grid)
         stored = torch.cat([stored, core.overall_map(stored, overall_policy)[:, None]], dim=1)
         maps[start:start + len(rows)] = stored.numpy()
@@ -156,7 +159,7 @@ def main(args: argparse.Namespace) -> None:
     write_json_atomic(out / "layers.json", {
         "model": args.model, "layers": [*layers, "overall"], "grid": grid, "frame_size": int(frames.shape[1]),
         "sign": sign, "negative_activations": negative, "reference": reference_mode,
-        "placement": config.leam.placement,
+        "placement": cfg.placement, "cells": cell_table(geometries),
         "scale": [float(v) for v in scale], "scale_note": "raw map = stored value * scale[layer]",
         "images_in": int(len(index)), "dropped": {k: int(v) for k, v in sorted(dropped.items())}})
     write_csv_atomic(out / "meta.csv", meta)
@@ -170,6 +173,14 @@ def main(args: argparse.Namespace) -> None:
     log.info("%s: %d images, %d dropped (%s), %d layers, mean cosine %.3f, %.1f s -> %s", args.model, len(plan),
              sum(dropped.values()), ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none",
              len(layers), float(cosines.mean()), time.perf_counter() - started, out)
+
+
+def cell_table(geometries) -> dict | None:
+    """Where each layer's cell (0, 0) sits and the cell spacing, in model-input pixels (None = centred)."""
+    if geometries is None:
+        return None
+    return {name: {"grid": list(g.grid), "centre_0": [round(g.y.centre(0), 4), round(g.x.centre(0), 4)],
+                   "jump": [g.y.jump, g.x.jump]} for name, g in geometries.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,8 @@
 """Stage `symmetry`: are LEAM maps of aligned faces left/right balanced, under each placement?
 
 For a seeded subset of photos (``symmetry.max_images`` per model) this stage computes the LEAM maps of
-every layer (and the overall map) twice, once per ``leam.placement`` (``receptive_field`` and
-``centred``), on the photo and on its mirror image, and measures (``leam.metrics.symmetry``): the L/R
+every layer (and the overall map) once per ``leam.placement`` (``effective_field``, ``receptive_field``
+and ``centred``), on the photo and on its mirror image, and measures (``leam.metrics.symmetry``): the L/R
 mass ratio of the top-``threshold`` pixels for eyes, brows, mouth halves and face halves, and the flip
 bias (horizontal shift of the map against the mirrored face's map mirrored back, frame pixels). Maps are
 compared in the analysis frame at full resolution with the parse stage's labels. It is the evidence for
@@ -34,7 +34,14 @@ from leam.cli import run_stage, stage_parser
 from leam.config import Config, load_config
 from leam.errors import LeamError
 from leam.io import read_aligned, read_parsing, write_csv_atomic, write_json_atomic
-from leam.metrics.symmetry import PAIRS, horizontal_centroid, mirror_faces, region_sides, side_shares, summarise_symmetry
+from leam.metrics.symmetry import (
+    PAIRS,
+    horizontal_centroid,
+    mirror_faces,
+    region_sides,
+    side_shares,
+    summarise_symmetry,
+)
 from leam.models.registry import get_spec, register_zoo, resolve_layers
 from leam.placement import PLACEMENTS
 from leam.topt import top_fraction_mask
@@ -43,8 +50,8 @@ log = logging.getLogger("leam.symmetry")
 
 
 def model_symmetry(name: str, config: Config, frames, landmarks, labels, index: pd.DataFrame,
-                   weights: Path) -> pd.DataFrame:
-    """Per-image symmetry rows of one model for both placements (see the module docstring)."""
+                   weights: Path, probe: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """Per-image symmetry rows of one model for every placement (see the module docstring)."""
     spec = get_spec(name)
     model = spec.load(weights)
     layers = resolve_layers(spec, model, config.leam.layers.get(name))
@@ -64,9 +71,11 @@ def model_symmetry(name: str, config: Config, frames, landmarks, labels, index: 
         sides = region_sides(labels[chunk], landmarks[chunk])
         mirrored, mirrored_points = mirror_faces(frames[chunk], landmarks[chunk])
         for placement in PLACEMENTS:
+            geometries = core.frame_geometries(model, spec, layers, placement, *probe, padding)
+
             def maps_of(images, points):
                 result = core.frame_leam_maps(model, spec, images, points, refs, layers, padding, config.leam.sign,
-                                              config.leam.negative_activations, placement)
+                                              config.leam.negative_activations, geometries=geometries)
                 return torch.cat([result.maps, core.overall_map(result.maps, config.leam.overall)[:, None]], dim=1)
             maps = maps_of(frames[chunk], landmarks[chunk])
             flipped_back = maps_of(mirrored, mirrored_points).flip(-1)
@@ -95,6 +104,8 @@ def main(args: argparse.Namespace) -> None:
     labels, parsed, _ = read_parsing(args.parsing_dir)
     label_row = dict(zip(parsed.image_id[parsed.parsed.astype(bool)], parsed.row[parsed.parsed.astype(bool)]))
     aligned_count = len(index)
+    first = index.row.to_numpy()[:config.leam.probe_images]  # the leam stage's probe photos
+    probe = (frames[first], landmarks[first])
     index = index[index.image_id.isin(label_row)].reset_index(drop=True)
     if index.empty:
         raise LeamError(f"no aligned photo has parser labels in {args.parsing_dir}; rerun `dvc repro parse`")
@@ -102,7 +113,7 @@ def main(args: argparse.Namespace) -> None:
     frames, landmarks = frames[rows], landmarks[rows]
     labels = np.asarray(labels[index.image_id.map(label_row).to_numpy()])
     log.info("%d aligned photos have parser labels (%d without are left out)", len(index), aligned_count - len(index))
-    per_image = pd.concat([model_symmetry(name, config, frames, landmarks, labels, index, Path(args.weights))
+    per_image = pd.concat([model_symmetry(name, config, frames, landmarks, labels, index, Path(args.weights), probe)
                            for name in config.models], ignore_index=True)
     summary = summarise_symmetry(per_image, config.symmetry.bootstrap, config.seed)
     out = Path(args.out)

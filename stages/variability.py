@@ -42,11 +42,17 @@ import pandas as pd
 from leam.cli import run_stage, stage_parser
 from leam.config import Config, load_config
 from leam.errors import LeamError
-from leam.io import read_csv_checked, read_leam_outputs, write_csv_atomic, write_json_atomic
-from leam.metrics.distributions import maps_to_distributions, pool_area
+from leam.io import (
+    json_safe,
+    read_csv_checked,
+    read_face_labels,
+    read_leam_outputs,
+    write_csv_atomic,
+    write_json_atomic,
+)
+from leam.metrics.distributions import face_class_ids, face_mask_from_labels, maps_to_distributions, pool_area
 from leam.metrics.variability import gender_tests, map_variability, share_variability, summarize_by_gender
 from leam.topt import effective_thresholds
-from stages.similarity import json_safe, load_face_masks
 
 log = logging.getLogger("leam.variability")
 
@@ -95,7 +101,8 @@ def main(args: argparse.Namespace) -> None:
         maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
         face = None
         if use_face_mask or region == "parsing":
-            face = load_face_masks(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"], maps.shape[-1])
+            labels = read_face_labels(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"])
+            face = face_mask_from_labels(labels, face_class_ids(), maps.shape[-1])
         table, excluded = model_map_variability(maps, layers, meta, config, face if use_face_mask else None,
                                                 face if region == "parsing" else None)
         maps_tables.append(table.assign(model=model))

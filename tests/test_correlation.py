@@ -7,8 +7,15 @@ import pandas as pd
 import pytest
 
 from leam.errors import LeamError
-from leam.metrics.correlation import (NUM_PARTS, PARTS, class_shares, label_fractions, metrics_document,
-                                      summarise_shares, tidy_shares)
+from leam.metrics.correlation import (
+    NUM_PARTS,
+    PARTS,
+    class_shares,
+    label_fractions,
+    metrics_document,
+    summarise_shares,
+    tidy_shares,
+)
 from leam.parsing.classes import CLASS_ID, NOT_LABELLED
 from leam.topt import effective_thresholds, top_count
 

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from leam.errors import LeamError
-from leam.metrics.distributions import cell_centres, face_mask_from_labels, ground_cost, maps_to_distributions, pool_area
+from leam.metrics.distributions import (
+    cell_centres,
+    face_mask_from_labels,
+    ground_cost,
+    maps_to_distributions,
+    pool_area,
+)
 from leam.topt import top_fraction_mask
 
 

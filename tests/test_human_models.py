@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from leam.align import AlignConfig, FaceAligner
 from leam import geometry
+from leam.align import AlignConfig, FaceAligner
 from leam.errors import ChecksumError, LeamError
 from leam.frame import frame_to_input, transform_points
 from leam.imageio import load_rgb

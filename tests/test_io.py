@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from leam.errors import LeamError
-from leam.io import (atomic_path, download_to, load_params, param, save_npy_atomic, sha256_file,
-                     write_json_atomic)
+from leam.io import atomic_path, download_to, load_params, param, save_npy_atomic, sha256_file, write_json_atomic
 
 
 def test_atomic_path_leaves_no_partial_file_on_failure(tmp_path):
@@ -210,7 +209,7 @@ def test_stage_with_a_truncated_maps_file_exits_with_one_line(tmp_path):
     pd.DataFrame({"image_id": [f"p/{i}" for i in range(3)], "row": range(3), "parsed": 1}).to_csv(
         parsing / "index.csv", index=False)
     (parsing / "classes.json").write_text(json.dumps({"backend": "landmarks", "available": ["nose"]}))
-    maps = _truncated_npy(_leam_outputs(tmp_path / "data" / "leam" / "dlib_resnet") / "maps.npy")
+    _truncated_npy(_leam_outputs(tmp_path / "data" / "leam" / "dlib_resnet") / "maps.npy")
     (tmp_path / "params.yaml").write_text("seed: 0\nmodels: [dlib_resnet]\n")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run([sys.executable, "-m", "stages.correlate", "--no-progress"], cwd=tmp_path, env=env,

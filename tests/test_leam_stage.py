@@ -13,7 +13,7 @@ import yaml
 from leam import core
 from leam.models.registry import get_spec
 from stages import leam as stage
-from tests.test_core import FRAME_PADDING, weights_dir  # noqa: F401  (session fixture)
+from tests.test_core import FRAME_PADDING
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +46,10 @@ def workdir(tmp_path_factory, aligned_small) -> Path:
     return root
 
 
+def params_placement(workdir: Path) -> str:
+    return yaml.safe_load((workdir / "params.yaml").read_text())["leam"]["placement"]
+
+
 def run(workdir: Path, weights: Path, *extra: str) -> int:
     return stage.run_stage("leam", stage.main, stage.build_parser(),
                            ["--params", str(workdir / "params.yaml"), "--aligned", str(workdir / "data/aligned"),
@@ -62,7 +66,8 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     spec = get_spec("dlib_resnet")
 
     assert list(info) == ["model", "layers", "grid", "frame_size", "sign", "negative_activations", "reference",
-                          "scale", "scale_note"]
+                          "placement", "scale", "scale_note", "images_in", "dropped"]
+    assert info["placement"] == params_placement(workdir)
     scale = np.asarray(info["scale"], dtype=np.float32)
     assert scale.shape == (len(info["layers"]),) and (scale > 0).all()
     assert np.allclose(maps.reshape(6, len(info["layers"]), -1).max(axis=(0, 2)), 1.0)  # each layer's peak is 1
@@ -70,6 +75,9 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     assert info["layers"] == [*spec.layers, "overall"] and info["grid"] == 56 and info["frame_size"] == 224
     assert list(meta.columns) == ["row", "image_id", "identity", "gender", "reference_image_id", "cosine"]
     assert len(meta) == 6 and len(index) == 7  # the single-photo identity is dropped
+    dropped = pd.read_csv(out / "discards.csv")  # ... and listed, so meta + discards = the aligned index
+    assert list(dropped.reason) == ["single_image_identity"] and info["dropped"] == {"single_image_identity": 1}
+    assert sorted([*meta.image_id, *dropped.image_id]) == sorted(index.image_id) and info["images_in"] == 7
     assert list(meta.image_id) == [i for i in index.image_id if i in set(meta.image_id)]  # index order kept
     assert maps.dtype == np.float16 and maps.shape == (6, len(spec.layers) + 1, 56, 56)
     assert np.isfinite(maps).all() and (maps >= 0).all()
@@ -86,7 +94,8 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     model = spec.load(weights_dir)
     reference_row = int(index.index[index.image_id == meta.reference_image_id[0]][0])
     reference = core.embed_frames(model, spec, frames[[reference_row]], landmarks[[reference_row]], FRAME_PADDING)
-    again = core.frame_leam_maps(model, spec, frames[[0]], landmarks[[0]], reference, spec.layers, FRAME_PADDING)
+    again = core.frame_leam_maps(model, spec, frames[[0]], landmarks[[0]], reference, spec.layers, FRAME_PADDING,
+                                 placement=info["placement"])
     expected = core.area_downsample(again.maps, 56)[0].numpy()
     assert np.allclose(raw[0, :-1], expected, rtol=2e-3, atol=1e-3 * expected.max())
     assert abs(meta.cosine[0] - float(again.cosine[0])) < 1e-5

@@ -6,9 +6,20 @@ import numpy as np
 import pytest
 
 from leam.errors import LeamError
-from leam.parsing.classes import (BISENET_NAMES, CLASS_ID, CLASSES, FARL_CELEBM_NAMES, NOT_LABELLED, REGION_OF_CLASS,
-                                  REGIONS, canonical_to_parser, check_canonical, class_table, map_to_canonical,
-                                  parser_to_canonical)
+from leam.parsing.classes import (
+    BISENET_NAMES,
+    CLASS_ID,
+    CLASSES,
+    FARL_CELEBM_NAMES,
+    NOT_LABELLED,
+    REGION_OF_CLASS,
+    REGIONS,
+    canonical_to_parser,
+    check_canonical,
+    class_table,
+    map_to_canonical,
+    parser_to_canonical,
+)
 
 
 @pytest.mark.parametrize("parser", ["farl_celebm", "bisenet"])

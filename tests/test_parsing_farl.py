@@ -13,7 +13,15 @@ from leam.errors import ChecksumError, LeamError
 from leam.frame import transform_points
 from leam.io import sha256_file
 from leam.parsing.classes import CLASS_ID, FARL_CELEBM_NAMES, NOT_LABELLED
-from leam.parsing.farl import CROP_SIZE, FarlParser, celebm_crop_matrices, fetch_model, five_points, load_model, require_facer
+from leam.parsing.farl import (
+    CROP_SIZE,
+    FarlParser,
+    celebm_crop_matrices,
+    fetch_model,
+    five_points,
+    load_model,
+    require_facer,
+)
 
 
 class ColourParser(nn.Module):

@@ -11,8 +11,17 @@ import torch.nn.functional as F
 from leam import core
 from leam.errors import LeamError
 from leam.models.registry import available_models
-from leam.placement import (AxisGeometry, CellGeometry, cached_geometries, centred_geometry, gradient_centroid,
-                            gradient_support, place_on_input, trace_cell_geometry)
+from leam.placement import (
+    AxisGeometry,
+    CellGeometry,
+    cached_geometries,
+    centred_geometry,
+    effective_geometry,
+    gradient_centroid,
+    gradient_support,
+    place_on_input,
+    trace_cell_geometry,
+)
 from tests.test_core import load_registered
 
 
@@ -188,3 +197,19 @@ def test_placement_moves_cells_without_changing_them(weights_dir, real_faces):
     assert float(raw.max()) > 0
     torch.testing.assert_close(placed[rows][:, cols], raw, atol=1e-6, rtol=1e-5)
     assert (placed - centred).abs().max() > 0.05 * raw.max()
+
+
+def test_effective_geometry_keeps_the_spacing_and_measures_the_shift():
+    """Uniform positive weights and central cells that see only real pixels: the input gradient is flat over
+    the receptive field, so the measured centre is the traced one and the spacing is the traced jump;
+    without probe images the placement is a one-line error."""
+    body, size, _, _ = TOYS["conv_pool"]
+    model = uniform(Chain(body()))
+    probe = torch.rand((2, 3, size, size), generator=torch.Generator().manual_seed(3)) * 255
+    traced = trace_cell_geometry(model, ["body"], size)["body"]
+    measured = effective_geometry(model, ["body"], size, probe)["body"]
+    assert measured.x.jump == traced.x.jump and measured.y.jump == traced.y.jump
+    assert measured.x.centre(0) == pytest.approx(traced.x.centre(0), abs=1e-4)
+    assert measured.y.centre(0) == pytest.approx(traced.y.centre(0), abs=1e-4)
+    with pytest.raises(LeamError, match="probe images"):
+        cached_geometries(uniform(Chain(body())), ["body"], size, "effective_field")

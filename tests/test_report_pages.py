@@ -27,7 +27,7 @@ MODELS = ["alpha", "beta"]
 LAYERS = ["l1", "l2", "overall"]
 THRESHOLDS = [0.01, 0.05, 1.0]
 CLASS_PARTS = ["nose", "skin", "left_eye", "right_eye", "not_labelled"]
-REGION_PARTS = ["nose", "eyes", "skin", "not_labelled"]
+REGION_PARTS = ["nose", "eyes", "brows", "mouth", "skin", "not_labelled"]
 KINDS = ["leam", "random_uniform", "random_face"]
 
 
@@ -88,8 +88,14 @@ def _ci_rows(rng, keys: dict, low: float = 0.0, high: float = 1.0) -> dict:
     return {**keys, "n": 12, "mean": mean, "std": 0.05, "ci_low": mean - 0.02, "ci_high": mean + 0.02}
 
 
-def write_outputs(root: Path, photos: list[Path]) -> None:
-    """Consistent outputs of every stage the pages read; metrics JSON derived from the CSVs like the stages do."""
+def write_outputs(root: Path, photos: list[Path], threshold: float = 0.01) -> None:
+    """Consistent outputs of every stage the pages read; metrics JSON derived from the CSVs at ``threshold``
+    with the stages' own functions (``metrics_document``, ``headline``), so they have the stages' shape."""
+    from leam.io import json_safe
+    from leam.metrics.correlation import metrics_document
+    from leam.metrics.similarity import headline as similarity_headline
+    from leam.occlusion import headline as occlusion_headline
+
     rng = np.random.default_rng(7)
     (root / "metrics").mkdir()
     data = root / "data"
@@ -149,10 +155,10 @@ def write_outputs(root: Path, photos: list[Path]) -> None:
     summary.to_csv(data / "correlation/shares_summary.csv", index=False)
     pd.DataFrame(by_gender).round(6).to_csv(data / "correlation/shares_by_gender.csv", index=False)
     pd.DataFrame(enrichment).round(6).to_csv(data / "correlation/enrichment.csv", index=False)
-    at = summary[np.isclose(summary.threshold, 0.01) & (summary.level == "class")]
-    json.dump({"threshold": 0.01, "shares": {m: {l: {r.part: round(r["mean"], 4) for _, r in g.iterrows()}
-                                                 for l, g in at[at.model == m].groupby("layer")} for m in MODELS},
-               "parser": {"backend": "landmarks", "available": ["nose", "skin", "left_eye", "right_eye"]}}, open(root / "metrics/correlation.json", "w"))
+    document = metrics_document(summary, threshold, {m: {"images": 4, "no_parser_labels": 0, "maps_without_mass": 0,
+                                                         "layers": LAYERS} for m in MODELS})
+    document["parser"] = {"backend": "landmarks", "available": ["nose", "skin", "left_eye", "right_eye"]}
+    json.dump(json_safe(document), open(root / "metrics/correlation.json", "w"))
 
     # similarity
     rows, tests, gender_rows, scores, pairs = [], [], [], [], []
@@ -180,11 +186,11 @@ def write_outputs(root: Path, photos: list[Path]) -> None:
     pd.DataFrame(tests).to_csv(data / "similarity/tests.csv", index=False)
     pd.DataFrame(scores).to_csv(data / "similarity/scores.csv", index=False)
     pd.DataFrame(pairs).to_csv(data / "similarity/pairs.csv", index=False)
-    bc = summary_sim[(summary_sim.metric == "bc") & np.isclose(summary_sim.threshold, 0.01)]
-    json.dump({"threshold": 0.01, "models": {m: {"layers": {
-        l: {"bc_top": {"same_mean": float(g[g.pair_type == "same"]["mean"].iloc[0]),
-                       "different_mean": float(g[g.pair_type == "different"]["mean"].iloc[0])}}
-        for l, g in bc[bc.model == m].groupby("layer")}} for m in MODELS}}, open(root / "metrics/similarity.json", "w"))
+    tests_sim = pd.DataFrame(tests)
+    json.dump(json_safe({"threshold": threshold, "models": {
+        m: {"n_maps": 4, "n_same_pairs": 6, "n_different_pairs": 6,
+            "layers": similarity_headline(summary_sim, tests_sim, m, threshold)} for m in MODELS}}),
+        open(root / "metrics/similarity.json", "w"))
 
     # variability
     rows, tests = [], []
@@ -199,9 +205,27 @@ def write_outputs(root: Path, photos: list[Path]) -> None:
                     rows.append(_ci_rows(rng, {**keys, "gender": gender}, 0.2, 1.5))
                 tests.append({**keys, "n_female": 1, "n_male": 1, "mannwhitney_u": 1.0, "p_value": 1.0,
                               "rank_biserial": 0.0, "cohens_d": np.nan})
-    pd.DataFrame(rows).to_csv(data / "variability/summary.csv", index=False)
+    variability = pd.DataFrame(rows)
+    variability.to_csv(data / "variability/summary.csv", index=False)
     pd.DataFrame(tests).to_csv(data / "variability/tests.csv", index=False)
-    json.dump({"threshold": 0.01}, open(root / "metrics/variability.json", "w"))
+    document = {"threshold": threshold, "models": {}}  # the variability stage's metrics_document shape
+    for (model, layer), part in variability.groupby(["model", "layer"], sort=False):
+        cv = part[(part.measure == "map_cv") & np.isclose(part.threshold, 0.01)].set_index("gender")
+        entry = {"map_cv_top": {g: {"mean": cv.loc[g, "mean"], "ci": [cv.loc[g, "ci_low"], cv.loc[g, "ci_high"]],
+                                    "n": int(cv.loc[g, "n"])} for g in ("all", "female", "male")}}
+        entry["map_cv_top"]["female_vs_male_p"] = 1.0
+        shares = part[(part.measure == "share_cv") & (part.gender == "all") & (part.level == "region")]
+        entry["share_cv_region"] = dict(zip(shares.part, shares["mean"]))
+        document["models"].setdefault(model, {})[layer] = entry
+    json.dump(json_safe(document), open(root / "metrics/variability.json", "w"))
+    pd.DataFrame([{"model": m, "layer": layer, "identity": person, "gender": g, "level": "region", "part": part,
+                   "n_images": 2, "mean_share": float(rng.uniform(0, 0.6)), "std_share": 0.05, "cv": 0.3}
+                  for m in MODELS for layer in LAYERS for person, g in (("ann", "female"), ("bob", "male"))
+                  for part in REGION_PARTS]).to_csv(data / "variability/shares_per_identity.csv", index=False)
+    pd.DataFrame([{"model": m, "layer": layer, "threshold": 0.01, "identity": person, "gender": g, "n_images": 2,
+                   "n_cells": 100, "map_cv": float(rng.uniform(0.5, 2)), "map_cv_weighted": 0.5}
+                  for m in MODELS for layer in LAYERS for person, g in (("ann", "female"), ("bob", "male"))]
+                 ).to_csv(data / "variability/per_identity.csv", index=False)
 
     # occlusion: source = target rows for LEAM, source none for random baselines, plus transfer rows
     rows, tests, gender_rows = [], [], []
@@ -223,15 +247,22 @@ def write_outputs(root: Path, photos: list[Path]) -> None:
                                                       "threshold": t, "kind": kind, "gender": gender}, 0.0, 0.15))
     occlusion = pd.DataFrame(rows)
     occlusion.to_csv(data / "occlusion/summary.csv", index=False)
-    pd.DataFrame(tests).to_csv(data / "occlusion/tests.csv", index=False)
+    occlusion_tests = pd.DataFrame(tests)
+    occlusion_tests.to_csv(data / "occlusion/tests.csv", index=False)
     pd.DataFrame(gender_rows).to_csv(data / "occlusion/by_gender.csv", index=False)
-    own = occlusion[(occlusion.source == occlusion.target) & np.isclose(occlusion.threshold, 0.01)]
-    json.dump({"threshold": 0.01, "map": "overall",
-               "models": {r.source: {"leam_drop": r["mean"]} for _, r in own.iterrows()}},
+    drops = [{"source": source, "target": target, "map": "overall" if kind == "leam" else "none", "threshold": t,
+              "kind": kind, "repeat": 0, "image_id": image_id, "identity": image_id.split("/")[0],
+              "gender": "female" if image_id.startswith("ann") else "male", "clean": 0.9,
+              "occluded": 0.9 - (drop := float(rng.uniform(0.0, 0.15))), "drop": drop}
+             for target in MODELS for t in (0.01, 0.05) for image_id in ids
+             for kind, source in (("leam", target), *[(k, "none") for k in KINDS[1:]])]
+    pd.DataFrame(drops).to_csv(data / "occlusion/drops.csv", index=False)
+    json.dump(json_safe({**occlusion_headline(occlusion, occlusion_tests, threshold, "overall"), "n_images": 4}),
               open(root / "metrics/occlusion.json", "w"))
 
 
-def make_repo(root: Path, photos: list[Path], threshold: float = 0.01, pages: list[str] | None = None) -> Path:
+def make_repo(root: Path, photos: list[Path], threshold: float = 0.01, pages: list[str] | None = None,
+              metrics_threshold: float = 0.01) -> Path:
     """A repository layout: params.yaml, README, leam (linked), reports/ (copied, optionally fewer pages)."""
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -249,7 +280,7 @@ def make_repo(root: Path, photos: list[Path], threshold: float = 0.01, pages: li
         config["website"]["navbar"]["left"] = [e for e in config["website"]["navbar"]["left"] if e["href"] in pages]
         config["project"]["render"] = pages
     (reports / "_quarto.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    write_outputs(root, photos)
+    write_outputs(root, photos, metrics_threshold)
     return reports
 
 

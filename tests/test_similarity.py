@@ -10,9 +10,19 @@ import pandas as pd
 import pytest
 
 from leam.metrics.distributions import ground_cost, maps_to_distributions
-from leam.metrics.similarity import (DIFFERENT, SAME, EMDConvergenceError, bhattacharyya_matrix, build_pairs,
-                                     emd_pair, emd_pairs, gender_group, same_identity_pairs,
-                                     sample_different_pairs, summary_tables)
+from leam.metrics.similarity import (
+    DIFFERENT,
+    SAME,
+    EMDConvergenceError,
+    bhattacharyya_matrix,
+    build_pairs,
+    emd_pair,
+    emd_pairs,
+    gender_group,
+    same_identity_pairs,
+    sample_different_pairs,
+    summary_tables,
+)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +237,7 @@ def test_similarity_stage_bad_input_is_one_line_error(tmp_path, small_slice, cap
 def test_metrics_json_is_strict():
     import json
 
-    from stages.similarity import json_safe
+    from leam.io import json_safe
 
     doc = json_safe({"p": np.float64("nan"), "ci": [np.float32(0.5), float("inf")], "ok": np.bool_(True), "n": np.int64(3)})
     assert json.loads(json.dumps(doc, allow_nan=False)) == {"p": None, "ci": [0.5, None], "ok": True, "n": 3}

@@ -9,8 +9,13 @@ import pandas as pd
 import pytest
 
 from leam.errors import LeamError
-from leam.metrics.variability import (coefficient_of_variation, gender_tests, map_variability, share_variability,
-                                      summarize_by_gender)
+from leam.metrics.variability import (
+    coefficient_of_variation,
+    gender_tests,
+    map_variability,
+    share_variability,
+    summarize_by_gender,
+)
 from tests.test_similarity import fake_net_registered, make_fake_pipeline, write_params  # noqa: F401 (autouse fixture)
 
 

@@ -19,18 +19,29 @@ groups weight identities alike.
 from __future__ import annotations
 
 import logging
-import os
-import warnings
 import multiprocessing
+import os
+import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import ot
+import pandas as pd
 from tqdm import tqdm
 
 from leam.errors import LeamError
+from leam.metrics.distributions import ground_cost, maps_to_distributions
 from leam.metrics.stats import compare_groups, summarize
+from leam.topt import effective_thresholds
+
+if TYPE_CHECKING:  # the params group is only an annotation here
+    from leam.config import SimilarityParams
+
+__all__ = ["DIFFERENT", "PAPER_BC_RANGES", "SAME", "EMDConvergenceError", "bhattacharyya_matrix", "build_pairs",
+           "emd_pair", "emd_pairs", "gender_group", "headline", "same_identity_pairs", "sample_different_pairs",
+           "score_model", "summary_tables"]
 
 log = logging.getLogger(__name__)
 
@@ -243,3 +254,90 @@ def summary_tables(scores: pd.DataFrame, n_boot: int, seed: int) -> tuple[pd.Dat
                          "n_same": int(np.isfinite(same).sum()), "n_different": int(np.isfinite(different).sum()),
                          **compare_groups(same, different), "same_more_similar": bool(separated)})
     return summary, by_gender, pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ one model
+def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: SimilarityParams, threshold: float,
+                seed: int, frame_size: int, face_mask: np.ndarray | None = None, progress: bool = True
+                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Pairs, long scores, exclusions and timings (s) of one model's LEAM maps.
+
+    maps: (N, L, G, G) stored maps with ``layers`` its layers.json and ``meta`` its meta.csv (row i = map i);
+    cfg: the ``similarity`` params group (``leam.config.SimilarityParams``); threshold: the top-level
+    fraction (a BC variant, and always one of EMD's); seed: the pair sampling; frame_size: analysis-frame
+    pixels, the unit of EMD's ground cost; face_mask: (N, G, G) bool face region, or None.
+    Returns the pair table (``build_pairs``), scores (layer, threshold, metric, pair_id, value), one
+    exclusions row per layer and threshold (maps without mass, pairs dropped with them) and timings.
+    """
+    grid = cfg.grid
+    bc_grid = cfg.bc_grid or maps.shape[-1]
+    policy = cfg.negative_policy
+    names = list(layers["layers"])
+    emd_layers = list(cfg.emd_layers)
+    unknown = [name for name in emd_layers if name not in names]
+    if unknown:
+        raise LeamError(f"similarity.emd_layers {unknown} not among this model's layers: {', '.join(names)}")
+    emd_thresholds = {threshold} | set(cfg.emd_thresholds)
+    workers = cfg.workers
+    max_iter = cfg.emd_max_iter
+    cost = ground_cost(grid, frame_size)  # once per grid
+    thresholds = effective_thresholds(cfg.thresholds, threshold, "similarity.thresholds")
+
+    pairs = build_pairs(meta, cfg.different_per_same, seed)
+    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    scores, exclusions, timings = [], [], {"maps_s": 0.0, "bc_s": 0.0, "emd_s": 0.0, "emd_pairs": 0}
+    for layer_index, layer in enumerate(names):
+        layer_maps = np.asarray(maps[:, layer_index], dtype=np.float32)
+        for fraction in thresholds:
+            start = time.perf_counter()
+            dist_bc = maps_to_distributions(layer_maps, bc_grid, policy, fraction, face_mask)
+            timings["maps_s"] += time.perf_counter() - start
+            keep = dist_bc.valid[a] & dist_bc.valid[b]
+            exclusions.append({"layer": layer, "threshold": fraction, "maps_excluded": dist_bc.n_excluded,
+                               "pairs_dropped": int((~keep).sum())})
+            start = time.perf_counter()
+            bc = bhattacharyya_matrix(dist_bc.probs, dtype=np.float32)[a[keep], b[keep]].astype(np.float64)
+            timings["bc_s"] += time.perf_counter() - start
+            scores.append(pd.DataFrame({"layer": layer, "threshold": fraction, "metric": "bc",
+                                        "pair_id": pairs["pair_id"].to_numpy()[keep], "value": bc}))
+            if layer in emd_layers and any(np.isclose(fraction, t) for t in emd_thresholds):
+                start = time.perf_counter()
+                dist = (dist_bc if bc_grid == grid
+                        else maps_to_distributions(layer_maps, grid, policy, fraction, face_mask))
+                keep = dist.valid[a] & dist.valid[b]
+                emd = emd_pairs(dist.probs, np.stack([a[keep], b[keep]], axis=1), cost, workers=workers,
+                                max_iter=max_iter, progress=progress)
+                timings["emd_s"] += time.perf_counter() - start
+                timings["emd_pairs"] += int(keep.sum())
+                scores.append(pd.DataFrame({"layer": layer, "threshold": fraction, "metric": "emd",
+                                            "pair_id": pairs["pair_id"].to_numpy()[keep], "value": emd}))
+    return pairs, pd.concat(scores, ignore_index=True), pd.DataFrame(exclusions), timings
+
+
+def headline(summary: pd.DataFrame, tests: pd.DataFrame, model: str, threshold: float) -> dict:
+    """metrics/similarity.json entries of one model: per layer, BC and EMD at ``threshold`` and of the full
+    maps (same and different means with CIs, the test, and for BC whether the means fall in the paper's ranges)."""
+    out: dict = {}
+    summary = summary[summary.model == model]
+    tests = tests[(tests.model == model) & (tests.gender == "all")]
+    for layer in summary.layer.unique():
+        entry = {}
+        for metric in ("bc", "emd"):
+            for name, fraction in ((f"{metric}_top", threshold), (f"{metric}_full", 1.0)):
+                rows = summary[(summary.layer == layer) & (summary.metric == metric)
+                               & np.isclose(summary.threshold, fraction)].set_index("pair_type")
+                test = tests[(tests.layer == layer) & (tests.metric == metric) & np.isclose(tests.threshold, fraction)]
+                if rows.empty or test.empty:
+                    continue
+                test = test.iloc[0]
+                entry[name] = {
+                    "same_mean": rows.loc[SAME, "mean"], "same_ci": [rows.loc[SAME, "ci_low"], rows.loc[SAME, "ci_high"]],
+                    "different_mean": rows.loc[DIFFERENT, "mean"],
+                    "different_ci": [rows.loc[DIFFERENT, "ci_low"], rows.loc[DIFFERENT, "ci_high"]],
+                    "p_value": test.p_value, "rank_biserial": test.rank_biserial, "cohens_d": test.cohens_d,
+                    "same_more_similar": bool(test.same_more_similar)}
+                if metric == "bc":  # where our means fall relative to the paper's ranges across layers
+                    entry[name].update({f"{kind}_in_paper_range": bool(low <= entry[name][f"{kind}_mean"] <= high)
+                                        for kind, (low, high) in PAPER_BC_RANGES.items()})
+        out[layer] = entry
+    return out

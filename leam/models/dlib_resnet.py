@@ -41,6 +41,11 @@ from leam.models.dlib_format import DlibNetwork
 from leam.models.spec import ModelSpec
 from leam.models.weights import verified_weights_path
 
+__all__ = ["CHIP_PADDING", "DEFAULT_LAYERS", "DEFAULT_MEAN_RGB", "EMBEDDING_DIM", "INPUT_SIZE", "NAME", "SPEC", "SPECS",
+           "STAGES", "WEIGHTS_FILE", "DlibResNet", "FrozenAffine", "ResidualBlock", "add_zero_padded",
+           "build_from_state_dict", "check_input", "convert_state_dict", "expected_dlib_layers", "freeze",
+           "input_warp", "load"]
+
 NAME = "dlib_resnet"
 INPUT_SIZE = 150
 CHIP_PADDING = 0.25  # dlib's recognition chip: get_face_chip(img, shape, size=150, padding=0.25)

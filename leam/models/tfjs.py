@@ -410,8 +410,8 @@ class TfjsGraphModule(nn.Module):
             fill = float(consts[refs[2]]) if op == "PadV2" and len(refs) > 2 else 0.0
             self._rank[name] = ranks[0]
             if ranks[0] == 4:
-                (n0, n1), (t, b), (l, r), (c0, c1) = paddings.tolist()
-                torch_pad = (l, r, t, b, c0, c1, n0, n1)
+                (n0, n1), (top, bottom), (left, right), (c0, c1) = paddings.tolist()
+                torch_pad = (left, right, top, bottom, c0, c1, n0, n1)
             else:
                 torch_pad = tuple(int(x) for pair in paddings[::-1].tolist() for x in pair)
             return _Step(name, op, refs[:1], lambda v: F.pad(v[0], torch_pad, value=fill))

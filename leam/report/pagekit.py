@@ -218,3 +218,126 @@ def available_regions(correlation_metrics: dict | None) -> list[str] | None:
     if not available:
         return None
     return [region for region, members in REGIONS.items() if available & set(members)] + [NOT_LABELLED_NAME]
+
+
+# ------------------------------------------------------------------------------------ answer blocks
+def answers() -> list:
+    """Every answer of this run (:mod:`leam.report.claims`), from ``metrics/*.json``; the region shares' CIs
+    from ``data/correlation/shares_summary.csv`` and the transfer CIs from ``data/occlusion/summary.csv`` at
+    the threshold the metrics were computed at."""
+    from leam.report import claims
+
+    correlation = read_json("metrics/correlation.json")
+    shares = read_csv("data/correlation/shares_summary.csv")
+    cis = claims.region_cis(shares, correlation["threshold"]) if correlation and shares is not None else {}
+    return claims.all_answers(correlation, read_json("metrics/similarity.json"), read_json("metrics/occlusion.json"),
+                              read_json("metrics/variability.json"), cis, read_csv("data/occlusion/summary.csv"))
+
+
+def _verdict_html(verdict: str) -> str:
+    css = {"agree": "agree", "partly": "partly", "disagree": "disagree"}.get(verdict, "none")
+    return f'<span class="verdict verdict-{css}">{html.escape(verdict)}</span>'
+
+
+def _tally(items: list) -> str:
+    """'agree for 3 of 5 models (a, b, c); partly for 2 (d, e)' of one claim's answers."""
+    by_verdict: dict[str, list[str]] = {}
+    for item in items:
+        by_verdict.setdefault(item.verdict, []).append(item.model)
+    parts = [f"{verdict} for {len(models)} of {len(items)} ({', '.join(models)})" if i == 0
+             else f"{verdict} for {len(models)} ({', '.join(models)})"
+             for i, (verdict, models) in enumerate(sorted(by_verdict.items(), key=lambda kv: -len(kv[1])))]
+    return "; ".join(parts)
+
+
+def answer_block(items: list, question: str, stage: str, digits: int = 3, note: str | None = None) -> HTML:
+    """The answer block that opens a page: the question, the paper's claim(s), our figure(s) with CIs per
+    model, the verdict of :data:`leam.report.claims.VERDICT_RULE` (linked to the methods page) and why.
+
+    ``items``: answers of one page (:func:`answers` filtered); ``stage``: what to rerun when there are none.
+    """
+    if not items:
+        return HTML(f'<div class="answer-block"><p><strong>Question.</strong> {html.escape(question)}</p>'
+                    f"<p><em>Not available yet: run <code>dvc repro {html.escape(stage)}</code>.</em></p></div>")
+    keys = list(dict.fromkeys(item.key for item in items))
+    models = list(dict.fromkeys(item.model for item in items))
+    items = sorted(items, key=lambda item: (keys.index(item.key), models.index(item.model)))
+    lines = []
+    for key in keys:
+        group = [item for item in items if item.key == key]
+        claim = group[0].claim
+        tally = _tally(group) if group[0].verdict != "no paper figure" else ""
+        lines.append(f"<li><strong>{html.escape(claim.title)}.</strong> {_markdown_inline(claim.statement)}"
+                     + (f" <strong>This run:</strong> {html.escape(tally)}." if tally else "") + "</li>")
+    many = len(keys) > 1
+    head = "".join(f"<th>{name}</th>" for name in (["model"] + (["claim"] if many else [])
+                                                    + ["our figure (95% CI)", "paper", "verdict", "why"]))
+    rows = []
+    for item in items:
+        cells = [html.escape(item.model)] + ([html.escape(item.claim.title)] if many else [])
+        cells += [html.escape(item.figures_text(digits)), html.escape(item.claim.paper), _verdict_html(item.verdict),
+                  html.escape(item.reason)]
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    threshold_value = next((item.threshold for item in items if item.threshold is not None), None)
+    at = f" (top {threshold_value:g} of the pixels)" if threshold_value is not None else ""
+    sources = sorted({e.source.split(" ")[0] for item in items for e in item.estimates if e.source})
+    footer = ('Verdict rule: <a href="methods.html#verdict-rule">Methods</a>. Numbers from '
+              + ", ".join(f"<code>{html.escape(s)}</code>" for s in sources) + "."
+              + (f" {html.escape(note)}" if note else ""))
+    return HTML(
+        f'<div class="answer-block" data-claims="{html.escape(" ".join(keys))}">'
+        f"<p><strong>Question.</strong> {html.escape(question)}{html.escape(at)}</p><ul>{''.join(lines)}</ul>"
+        f'<table class="answer"><caption>Answer: {html.escape(question)}</caption><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table><p class=\"answer-rule\">{footer}</p></div>")
+
+
+def _markdown_inline(text: str) -> str:
+    """Escape ``text`` and turn `code` spans into <code> (claim statements use backticks for names)."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
+def claims_summary(items: list, models: list[str] | None = None) -> HTML:
+    """The overview's table of the paper's claims against this run: claims (rows) x models (columns), each
+    cell the verdict and our figures; the paper's figures in the second column."""
+    from leam.report.claims import PAPER
+
+    items = [item for item in items if item.key in PAPER]
+    if models is None:
+        models = list(dict.fromkeys(item.model for item in items))
+    cells = {(item.key, item.model): item for item in items}
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in ["claim", "paper", *models])
+    rows = []
+    for key, claim in PAPER.items():
+        if not any((key, model) in cells for model in models):
+            continue
+        row = [f'<a href="{claim.page}.html">{html.escape(claim.title)}</a>', html.escape(claim.paper)]
+        for model in models:
+            item = cells.get((key, model))
+            if item is None:
+                row.append("")
+                continue
+            digits = 4 if key.startswith("occlusion") else 3
+            figures = " vs ".join(f"{e.mean:.{digits}f}" for e in item.estimates)
+            row.append(f"{_verdict_html(item.verdict)}<br><small>{html.escape(figures)}</small>")
+        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
+    return HTML(f'<div class="answer-block" data-claims="{html.escape(" ".join(dict.fromkeys(cells_key for cells_key, _ in cells)))}">'
+                f'<table class="answer claims-summary"><caption>The paper\'s claims against this run</caption>'
+                f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def claims_numbers(items: list) -> HTML:
+    """Every number behind the answers, one row per figure: mean, CI, the paper's range, verdict, source."""
+    rows = []
+    for item in items:
+        for estimate in item.estimates:
+            low, high = estimate.paper if estimate.paper is not None else (float("nan"), float("nan"))
+            rows.append({"claim": item.key, "model": item.model, "figure": estimate.quantity,
+                         "mean": float(estimate.mean),
+                         "CI low": float("nan") if estimate.ci_low is None else float(estimate.ci_low),
+                         "CI high": float("nan") if estimate.ci_high is None else float(estimate.ci_high),
+                         "paper low": float(low), "paper high": float(high), "verdict": item.verdict,
+                         "source": estimate.source})
+    if not rows:
+        return HTML("")
+    return table(pd.DataFrame(rows), caption="Every number behind the answers (means, 95% CIs, the paper's range)")

@@ -3,6 +3,12 @@
 The fallback executes the same ``.qmd`` pages' Python cells in a Jupyter kernel (nbclient) and writes one
 self-contained HTML file per page (figures inlined as base64 PNG, CSS inline, no network resources), with the
 navigation bar taken from ``_quarto.yml``. A failing cell fails the render: a broken report is an error.
+
+Quarto structure kept by the fallback: a cell's ``fig-cap`` becomes ``<figure>`` + ``<figcaption>``, its
+``fig-alt`` the ``alt`` of each figure it draws; callouts (``::: {.callout-note}``, ``-tip``, ``-warning``,
+``-important``, ``-caution``) become boxes with their ``title`` attribute (or first heading) as title, and
+``collapse="true"`` / ``"false"`` makes them ``<details>`` (closed / open), as Quarto's collapsible callouts;
+any other fenced div becomes a ``<div>`` with its id and classes.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import base64
 import html
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +52,18 @@ img{max-width:100%}
 figcaption{color:#57606a;font-size:.9rem;margin:.2rem 0 1rem}
 .cell-output{margin:.4rem 0}
 .callout{border-left:4px solid #0969da;background:#ddf4ff;padding:.5rem .9rem;margin:.8rem 0}
+.callout-note{border-left-color:#0969da;background:#f6f8fa}
+.callout-tip{border-left-color:#1a7f37;background:#f0fff4}
+.callout-warning,.callout-caution{border-left-color:#9a6700;background:#fff8c5}
+.callout-important{border-left-color:#cf222e;background:#ffebe9}
+.callout-title,details.callout>summary{font-weight:600;margin:.1rem 0 .3rem;cursor:default}
+details.callout>summary{cursor:pointer}
+figure{margin:.6rem 0 1rem}
+.answer-block table{font-size:.85rem}
+.answer-block td{vertical-align:top}
+.answer-block th,.answer-block td{text-align:left}
+.verdict{font-weight:700;white-space:nowrap}
+.verdict-agree{color:#1a7f37}.verdict-partly{color:#9a6700}.verdict-disagree{color:#cf222e}.verdict-none{color:#57606a}
 """
 
 
@@ -131,7 +150,8 @@ def render_page(path: Path, pages: list[tuple[str, str]], site_title: str, defau
     options = {**defaults, **(document.front_matter.get("execute") or {})}
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for cell in document.cells:
+    content = [cell for cell in document.cells if cell.kind in ("code", "markdown")]
+    for cell in content:
         if cell.kind == "code":
             notebook.cells.append(nbformat.v4.new_code_cell(cell.source))
         else:
@@ -143,9 +163,7 @@ def render_page(path: Path, pages: list[tuple[str, str]], site_title: str, defau
     except CellExecutionError as exc:
         last = [line for line in str(exc).strip().splitlines() if line.strip()][-1:] or ["cell failed"]
         raise LeamError(f"{path.name}: a cell failed: {last[0]}") from None
-    body = []
-    for cell, executed in zip(document.cells, notebook.cells):
-        body.append(_render_cell(cell, executed, options))
+    body = _render_body(document.cells, dict(zip(map(id, content), notebook.cells)), options)
     title = document.front_matter.get("title", path.stem)
     subtitle = document.front_matter.get("subtitle")
     active = ' class="active"'
@@ -163,6 +181,64 @@ def render_page(path: Path, pages: list[tuple[str, str]], site_title: str, defau
     )
 
 
+_CALLOUTS = ("callout-note", "callout-tip", "callout-warning", "callout-important", "callout-caution")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
+
+
+def _render_body(cells: list[Cell], executed: dict, page_options: dict) -> list[str]:
+    """HTML of the page's cells in order; fenced divs open and close around what they enclose.
+
+    ``executed`` maps ``id(cell)`` of each code cell to its executed notebook cell.
+    """
+    body: list[str] = []
+    closers: list[str] = []
+    index = 0
+    while index < len(cells):
+        cell = cells[index]
+        index += 1
+        if cell.kind == "div":
+            title = (cell.options.get("attributes") or {}).get("title")
+            following = cells[index] if index < len(cells) else None
+            if title is None and following is not None and following.kind == "markdown":
+                first, _, rest = following.source.lstrip("\n").partition("\n")
+                heading = _HEADING.match(first)
+                if heading and _is_callout(cell.options):  # Quarto: a callout's first heading is its title
+                    title = heading.group(1)
+                    cells = [*cells[:index], Cell("markdown", rest, following.options), *cells[index + 1:]]
+            opening, closing = _open_div(cell.options, title)
+            body.append(opening)
+            closers.append(closing)
+        elif cell.kind == "enddiv":
+            body.append(closers.pop())
+        elif cell.kind == "code":
+            body.append(_render_cell(cell, executed[id(cell)], page_options))
+        elif cell.source.strip():
+            body.append(markdown2html_mistune(cell.source))
+    return body
+
+
+def _is_callout(options: dict) -> bool:
+    return any(name in _CALLOUTS for name in options.get("classes") or [])
+
+
+def _open_div(options: dict, title: str | None) -> tuple[str, str]:
+    """(opening, closing) HTML of a fenced div: a callout box, a ``<details>`` callout, or a plain div."""
+    classes = list(options.get("classes") or [])
+    ident = options.get("id")
+    anchor = f' id="{html.escape(ident)}"' if ident else ""
+    if not _is_callout(options):
+        names = f' class="{html.escape(" ".join(classes))}"' if classes else ""
+        return f"<div{anchor}{names}>", "</div>"
+    names = html.escape(" ".join(["callout", *classes]))
+    collapse = str((options.get("attributes") or {}).get("collapse", "")).lower()
+    if collapse in ("true", "false"):  # collapsible: closed (true) or open (false), as Quarto
+        state = " open" if collapse == "false" else ""
+        return (f'<details{anchor} class="{names}"{state}><summary>{html.escape(title or "Details")}</summary>',
+                "</details>")
+    header = f'<div class="callout-title">{html.escape(title)}</div>' if title else ""
+    return f'<div{anchor} class="{names}">{header}', "</div>"
+
+
 def _render_cell(cell: Cell, executed, page_options: dict) -> str:
     if cell.kind == "markdown":
         return markdown2html_mistune(cell.source)
@@ -170,18 +246,30 @@ def _render_cell(cell: Cell, executed, page_options: dict) -> str:
     parts = []
     if options.get("echo", True) is True:
         parts.append(f'<pre><code class="language-python">{html.escape(cell.source)}</code></pre>')
+    caption = options.get("fig-cap")
+    alt = options.get("fig-alt") or caption or "figure"
+    outputs = []
     if options.get("output", True) is not False:
         for output in executed.get("outputs", []):
-            parts.append(_render_output(output, show_warnings=options.get("warning", True) is not False))
-    caption = options.get("fig-cap")
-    if caption:
-        parts.append(f"<figcaption>{html.escape(str(caption))}</figcaption>")
+            outputs.append(_render_output(output, show_warnings=options.get("warning", True) is not False,
+                                          alt=str(alt)))
     label = options.get("label")
     anchor = f' id="{html.escape(str(label))}"' if label else ""
-    return f'<div class="cell"{anchor}>{"".join(parts)}</div>'
+    if caption:
+        figure = "".join(outputs) + f"<figcaption>{_inline_markdown(str(caption))}</figcaption>"
+        return f'<div class="cell"{anchor}>{"".join(parts)}<figure>{figure}</figure></div>'
+    return f'<div class="cell"{anchor}>{"".join(parts)}{"".join(outputs)}</div>'
 
 
-def _render_output(output, show_warnings: bool) -> str:
+def _inline_markdown(text: str) -> str:
+    """Markdown of one line (a caption: Quarto reads ``fig-cap`` as markdown) as HTML without the <p>."""
+    rendered = markdown2html_mistune(text).strip()
+    if rendered.startswith("<p>") and rendered.endswith("</p>") and rendered.count("<p>") == 1:
+        rendered = rendered[3:-4]
+    return rendered
+
+
+def _render_output(output, show_warnings: bool, alt: str = "figure") -> str:
     kind = output.get("output_type")
     if kind == "stream":
         if output.get("name") == "stderr" and not show_warnings:
@@ -194,7 +282,7 @@ def _render_output(output, show_warnings: bool) -> str:
         if "image/png" in data:
             payload = data["image/png"].replace("\n", "")
             base64.b64decode(payload[:64] + "=" * (-len(payload[:64]) % 4))  # fail early on a corrupt image
-            return f'<div class="cell-output"><img alt="figure" src="data:image/png;base64,{payload}"></div>'
+            return f'<div class="cell-output"><img alt="{html.escape(alt)}" src="data:image/png;base64,{payload}"></div>'
         if "image/svg+xml" in data:
             return f'<div class="cell-output">{data["image/svg+xml"]}</div>'
         if "text/markdown" in data:

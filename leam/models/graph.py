@@ -1,0 +1,381 @@
+"""A frozen PyTorch module that executes an imported inference graph (ONNX, TFLite) one node at a time.
+
+Why: LEAM needs gradients of the embedding with respect to intermediate activations, and a graph read from
+a file has no Python class whose attributes could be hooked. The importers
+(:mod:`leam.models.onnx_import`, :mod:`leam.models.tflite_import`) translate every node into one small
+``nn.Module`` of torch ops (:class:`Conv`, :class:`Binary`, ...); :class:`GraphModule` runs them in
+topological order, the order both file formats already store.
+
+Conventions:
+- activations are NCHW, whatever layout the file uses (a TFLite importer permutes its NHWC constants once);
+- ``forward`` takes float RGB 0..255 (N, 3, s, s), the contract of :mod:`leam.models.spec`, and applies the
+  model's own :class:`PixelNormalisation` (channel order, mean, std) before the first node;
+- every node is a submodule ``ops.<node key>``; ``taps={"conv1": "<value name>"}`` adds an ``nn.Identity``
+  submodule ``conv1`` on that value, the stable LEAM layer names of a spec (the same device as
+  :mod:`leam.models.tfjs`);
+- constants are ``nn.Parameter`` with ``requires_grad=False`` (``.to(device)`` moves them, nothing trains);
+- a graph exported with a fixed batch size (``1x3x112x112``, ``2x112x112x3``) still runs any batch: a
+  :class:`Reshape` whose input and target both lead with that static batch keeps its input's batch instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from leam.errors import LeamError
+from leam.models.tfjs import same_padding
+
+__all__ = ["PixelNormalisation", "GraphModule", "Conv", "Binary", "Unary", "PRelu", "Reshape", "Linear",
+           "Pool", "Concat", "Mean", "Pad", "Flatten", "L2Normalize", "constant", "ACTIVATIONS"]
+
+
+def constant(array: np.ndarray | torch.Tensor) -> nn.Parameter:
+    """A frozen float32 parameter holding ``array``."""
+    tensor = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy
+    return nn.Parameter(tensor, requires_grad=False)
+
+
+@dataclass(frozen=True)
+class PixelNormalisation:
+    """RGB 0..255 -> the values the graph was trained on: ``(x[channel_order] - mean) / std``.
+
+    ``channel_order`` is ``"RGB"`` or ``"BGR"``; ``mean`` and ``std`` are in 0..255 pixel units (one value
+    or one per channel, in the graph's channel order), e.g. faceplugin ``(x - 127) / 128``.
+    """
+
+    channel_order: str = "RGB"
+    mean: float | tuple[float, float, float] = 0.0
+    std: float | tuple[float, float, float] = 1.0
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("RGB", "BGR"):
+            raise LeamError(f"channel_order={self.channel_order!r} is not valid; choose one of: RGB, BGR")
+        if np.any(np.asarray(self.std, dtype=float) == 0):
+            raise LeamError(f"std={self.std!r} must not be 0")
+
+    def module(self) -> nn.Module:
+        return _Normalise(self)
+
+
+class _Normalise(nn.Module):
+    def __init__(self, spec: PixelNormalisation) -> None:
+        super().__init__()
+        self.flip = spec.channel_order == "BGR"
+        self.register_buffer("mean", torch.as_tensor(spec.mean, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.register_buffer("std", torch.as_tensor(spec.std, dtype=torch.float32).reshape(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.flip:
+            x = x.flip(1)
+        return (x - self.mean) / self.std
+
+
+# ----------------------------------------------------------------------------------------------------
+# node modules (NCHW)
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "relu_n1_to_1": lambda x: x.clamp(-1.0, 1.0),
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "abs": torch.abs,
+    "neg": torch.neg,
+    "exp": torch.exp,
+    "sqrt": torch.sqrt,
+    "identity": lambda x: x,
+}
+
+
+def _activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
+    return x if activation is None else ACTIVATIONS[activation](x)
+
+
+class Conv(nn.Module):
+    """2-D convolution, OIHW weight; ``pads`` = (top, bottom, left, right), or ``"same"`` for TF's rule
+    (computed per input size: the odd pixel goes bottom/right); an optional fused activation."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, stride: Sequence[int], dilation: Sequence[int],
+                 groups: int, pads: Sequence[int] | str, activation: str | None = None) -> None:
+        super().__init__()
+        self.weight = constant(weight)
+        self.bias = constant(bias) if bias is not None else None
+        self.stride, self.dilation, self.groups = tuple(stride), tuple(dilation), int(groups)
+        self.pads = pads if isinstance(pads, str) else tuple(int(p) for p in pads)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pads == "same":
+            kh, kw = self.weight.shape[-2:]
+            top, bottom = same_padding(x.shape[2], kh, self.stride[0], self.dilation[0])
+            left, right = same_padding(x.shape[3], kw, self.stride[1], self.dilation[1])
+        else:
+            top, bottom, left, right = self.pads
+        if top == bottom and left == right:
+            out = F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        else:
+            out = F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias, self.stride, 0,
+                           self.dilation, self.groups)
+        return _activate(out, self.activation)
+
+
+_BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
+    "max": torch.maximum, "min": torch.minimum, "pow": torch.pow,
+}
+
+
+class Binary(nn.Module):
+    """Element-wise ``fn(a, b)``; either operand may be a constant (``const`` placed at ``const_index``)."""
+
+    def __init__(self, op: str, const: np.ndarray | None = None, const_index: int = 1,
+                 activation: str | None = None) -> None:
+        super().__init__()
+        if op not in _BINARY:
+            raise LeamError(f"unsupported binary op {op!r}; supported: {', '.join(_BINARY)}")
+        self.op, self.const_index, self.activation = op, const_index, activation
+        self.const = constant(const) if const is not None else None
+
+    def forward(self, *values: torch.Tensor) -> torch.Tensor:
+        if self.const is not None:
+            values = (values[0], self.const) if self.const_index == 1 else (self.const, values[0])
+        return _activate(_BINARY[self.op](values[0], values[1]), self.activation)
+
+
+class Unary(nn.Module):
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        if op not in ACTIVATIONS:
+            raise LeamError(f"unsupported activation {op!r}; supported: {', '.join(ACTIVATIONS)}")
+        self.op = op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.op](x)
+
+
+class PRelu(nn.Module):
+    """``x`` where ``x >= 0``, else ``slope * x``; ``slope`` broadcasts against the NCHW input."""
+
+    def __init__(self, slope: np.ndarray) -> None:
+        super().__init__()
+        self.slope = constant(slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x >= 0, x, x * self.slope)
+
+
+class Reshape(nn.Module):
+    """Reshape to ``shape`` (``-1`` inferred). ``batch_from_input``: the first entry is the input's batch.
+
+    ``nhwc``: the file's layout is NHWC, so a 4-D input is permuted to NHWC before the reshape (the element
+    order the graph flattens in) and a 4-D result back to NCHW.
+    """
+
+    def __init__(self, shape: Sequence[int], batch_from_input: bool = False, nhwc: bool = False) -> None:
+        super().__init__()
+        self.shape, self.batch_from_input, self.nhwc = [int(s) for s in shape], batch_from_input, nhwc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.nhwc and x.ndim == 4:
+            x = x.permute(0, 2, 3, 1)
+        shape = list(self.shape)
+        if self.batch_from_input:
+            shape[0] = x.shape[0]
+        out = x.reshape(shape)
+        return out.permute(0, 3, 1, 2) if self.nhwc and out.ndim == 4 else out
+
+
+class Flatten(nn.Module):
+    """ONNX ``Flatten``: (d0 * ... * d(axis-1), rest)."""
+
+    def __init__(self, axis: int = 1) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        axis = self.axis % x.ndim if x.ndim else 0
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+
+
+class Linear(nn.Module):
+    """``alpha * x @ W + beta * b`` with ``W`` (in, out) as given (already transposed where the file says)."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, activation: str | None = None) -> None:
+        super().__init__()
+        self.weight = constant(weight)
+        self.bias = constant(bias) if bias is not None else None
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.reshape(x.shape[0], -1) @ self.weight if x.ndim > 2 else x @ self.weight
+        if self.bias is not None:
+            out = out + self.bias
+        return _activate(out, self.activation)
+
+
+class Pool(nn.Module):
+    """Max or average pooling (``kind``), pads (top, bottom, left, right) or ``"same"``; average pools
+    divide by the number of real (not padded) pixels, as TFLite and ONNX's default ``count_include_pad=0``,
+    or by the window size with ``count_include_pad`` (symmetric pads only)."""
+
+    def __init__(self, kind: str, kernel: Sequence[int], stride: Sequence[int], pads: Sequence[int] | str,
+                 ceil_mode: bool = False, activation: str | None = None, count_include_pad: bool = False) -> None:
+        super().__init__()
+        if kind not in ("max", "avg"):
+            raise LeamError(f"unsupported pool {kind!r}; supported: max, avg")
+        self.kind, self.kernel, self.stride = kind, tuple(kernel), tuple(stride)
+        self.pads = pads if isinstance(pads, str) else tuple(int(p) for p in pads)
+        self.ceil_mode, self.activation = bool(ceil_mode), activation
+        self.count_include_pad = bool(count_include_pad)
+        if self.count_include_pad and (self.pads == "same" or self.pads[0::2] != self.pads[1::2]):
+            raise LeamError(f"average pooling with count_include_pad needs symmetric pads, got {self.pads}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pads == "same":
+            top, bottom = same_padding(x.shape[2], self.kernel[0], self.stride[0])
+            left, right = same_padding(x.shape[3], self.kernel[1], self.stride[1])
+        else:
+            top, bottom, left, right = self.pads
+        if self.kind == "max":
+            if (top, left) != (bottom, right):
+                x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+                top = left = 0
+            out = F.max_pool2d(x, self.kernel, self.stride, (top, left), ceil_mode=self.ceil_mode)
+        elif top == bottom and left == right and 2 * max(top, left) <= min(self.kernel):
+            out = F.avg_pool2d(x, self.kernel, self.stride, (top, left), ceil_mode=self.ceil_mode,
+                               count_include_pad=self.count_include_pad)
+        else:  # asymmetric padding: sum of real pixels / count of real pixels
+            ones = torch.ones_like(x[:1, :1])
+            padded = F.pad(x, (left, right, top, bottom))
+            counts = F.avg_pool2d(F.pad(ones, (left, right, top, bottom)), self.kernel, self.stride,
+                                  ceil_mode=self.ceil_mode)
+            out = F.avg_pool2d(padded, self.kernel, self.stride, ceil_mode=self.ceil_mode) / counts
+        return _activate(out, self.activation)
+
+
+class Concat(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, *values: torch.Tensor) -> torch.Tensor:
+        return torch.cat(values, dim=self.dim)
+
+
+class Mean(nn.Module):
+    def __init__(self, dims: Sequence[int], keepdim: bool) -> None:
+        super().__init__()
+        self.dims, self.keepdim = list(dims), bool(keepdim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=self.dims, keepdim=self.keepdim)
+
+
+class Pad(nn.Module):
+    """Constant padding, ``pads`` in ``F.pad`` order (last dimension first)."""
+
+    def __init__(self, pads: Sequence[int], value: float = 0.0) -> None:
+        super().__init__()
+        self.pads, self.value = tuple(int(p) for p in pads), float(value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self.pads, value=self.value)
+
+
+class L2Normalize(nn.Module):
+    def __init__(self, dim: int = -1, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.dim, self.eps = dim, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x.square().sum(dim=self.dim, keepdim=True).clamp(min=self.eps).sqrt()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the executor
+
+
+@dataclass(frozen=True)
+class Node:
+    """One step of the plan: ``ops[key](*values[inputs])`` becomes ``values[output]``."""
+
+    key: str
+    inputs: tuple[str, ...]
+    output: str
+
+
+class GraphModule(nn.Module):
+    """An imported graph as a frozen ``nn.Module``: RGB 0..255 (N, 3, s, s) in, ``output`` value out.
+
+    ``nodes`` are in execution order (each after its inputs); ``ops[node.key]`` computes it. ``run(x,
+    names)`` returns any computed values (``value_names`` lists them), e.g. for comparing with the
+    reference runtime's intermediate tensors.
+    """
+
+    def __init__(self, ops: dict[str, nn.Module], nodes: Sequence[Node], input_name: str, output_name: str,
+                 normalisation: PixelNormalisation, taps: dict[str, str] | None = None,
+                 description: str = "") -> None:
+        super().__init__()
+        self.normalise = normalisation.module()
+        self.normalisation = normalisation
+        self.ops = nn.ModuleDict(ops)
+        self.nodes = tuple(nodes)
+        self.input_name, self.output_name, self.description = input_name, output_name, description
+        produced = {input_name} | {node.output for node in self.nodes}
+        for node in self.nodes:
+            if node.key not in self.ops:
+                raise LeamError(f"graph node {node.key!r} has no op")
+        if output_name not in produced:
+            raise LeamError(f"output {output_name!r} is not computed by the graph")
+        self.taps = dict(taps or {})
+        self._tap_of: dict[str, str] = {}
+        for tap, value in self.taps.items():
+            if not tap.isidentifier() or tap in ("ops", "normalise") or hasattr(nn.Module, tap):
+                raise LeamError(f"tap name {tap!r} must be a Python identifier other than 'ops'/'normalise'")
+            if value not in produced:
+                raise LeamError(f"tap {tap!r}: value {value!r} is not computed by the graph")
+            self._tap_of[value] = tap
+            self.add_module(tap, nn.Identity())
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def value_names(self) -> list[str]:
+        return [self.input_name] + [node.output for node in self.nodes]
+
+    def run(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+        values: dict[str, torch.Tensor] = {self.input_name: self.normalise(x)}
+        for node in self.nodes:
+            out = self.ops[node.key](*[values[name] for name in node.inputs])
+            tap = self._tap_of.get(node.output)
+            if tap is not None:
+                out = getattr(self, tap)(out)
+            values[node.output] = out
+        wanted = list(names) if names else [self.output_name]
+        missing = [name for name in wanted if name not in values]
+        if missing:
+            raise LeamError(f"value(s) {', '.join(map(repr, missing[:5]))} are not computed by this graph")
+        return {name: values[name] for name in wanted}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)[self.output_name]
+
+
+def unique_key(name: str, taken: set[str], fallback: str) -> str:
+    """A ModuleDict key from a node name: [A-Za-z0-9_] only, never empty, never taken."""
+    key = re.sub(r"[^0-9A-Za-z_]", "_", name) or fallback
+    if key[0].isdigit():
+        key = "n" + key
+    base, k = key, 1
+    while key in taken:
+        k += 1
+        key = f"{base}_{k}"
+    taken.add(key)
+    return key
