@@ -57,16 +57,20 @@ class LEAM:
 
     with ``A'`` = ``A`` after ``negative_activations`` (``relu``, ``abs`` or ``keep``). All layers come
     from one forward and one backward pass (:func:`leam.core.leam_maps`); each map is placed on the model
-    input grid by ``placement`` (:mod:`leam.placement`: ``receptive_field`` puts each cell where it looks,
-    ``centred`` is LayerCAM's bilinear upsampling).
+    input grid by ``placement`` (:mod:`leam.placement`): ``receptive_field`` puts each cell at the centre
+    of its traced receptive field, ``effective_field`` where its input gradients sit on the real faces of
+    ``probe_images``, ``centred`` is LayerCAM's bilinear upsampling. Geometries are computed once per
+    model, layers and placement (``leam.placement.cached_geometries``; for ``effective_field`` the first
+    probe of a model counts).
 
     Args:
         model: an ``nn.Module`` in eval mode with frozen parameters, RGB 0..255 (N, 3, s, s) -> (N, D).
         layers: submodule names (``model.get_submodule(name)``) whose outputs are (N, C, h, w).
         sign: ``supports_match`` (what makes x look like r) or ``opposes_match``.
         negative_activations: ``relu``, ``abs`` or ``keep``.
-        placement: ``receptive_field`` or ``centred``.
+        placement: ``receptive_field``, ``effective_field`` or ``centred``.
         objective: ``cosine`` (the only one; named so the objective is visible where LEAM is set up).
+        probe_images: (N, 3, s, s) real faces in the model input, RGB 0..255; needed by ``effective_field``.
 
     Calling it with ``images`` (N, 3, s, s) in the model's input geometry and ``references`` (N, D) (or
     one (D,) reference for all) returns :class:`leam.core.LeamMaps`: ``maps`` (N, L, s, s) raw,
@@ -86,7 +90,7 @@ class LEAM:
 
     def __init__(self, model: nn.Module, layers: str | Sequence[str], sign: str = "supports_match",
                  negative_activations: str = "relu", placement: str = "receptive_field",
-                 objective: str = "cosine") -> None:
+                 objective: str = "cosine", probe_images: torch.Tensor | None = None) -> None:
         check_choice("objective", objective, OBJECTIVES)
         check_choice("sign", sign, SIGNS)
         check_choice("negative_activations", negative_activations, NEGATIVE_ACTIVATIONS)
@@ -94,12 +98,16 @@ class LEAM:
         if not isinstance(model, nn.Module):
             raise LeamError(f"LEAM needs a torch nn.Module, got {type(model).__name__}")
         check_model(model)
+        if placement == "effective_field" and probe_images is None:
+            raise LeamError("placement='effective_field' needs probe_images: real faces (N, 3, s, s) in the model "
+                            "input, on which each layer's cell positions are measured")
         self.model = model
         self.layers = _layer_names(model, layers, "LEAM")
         self.sign = sign
         self.negative_activations = negative_activations
         self.placement = placement
         self.objective = objective
+        self.probe_images = None if probe_images is None else torch.as_tensor(probe_images, dtype=torch.float32)
         self.spec: ModelSpec | None = None  # the registry entry, when built by from_registry
 
     @classmethod
@@ -108,7 +116,7 @@ class LEAM:
         """LEAM on a registered model (``leam.models.registry``), loaded from ``weights_dir``.
 
         ``layers`` None means the model's default LEAM layers (``ModelSpec.layers``); ``options`` are
-        ``sign``, ``negative_activations``, ``placement`` and ``objective``.
+        ``sign``, ``negative_activations``, ``placement``, ``objective`` and ``probe_images``.
         """
         spec = get_spec(name)
         model = spec.load(Path(weights_dir))
@@ -128,7 +136,8 @@ class LEAM:
         references = torch.as_tensor(references, dtype=images.dtype, device=images.device)
         if references.ndim == 1:
             references = references.expand(images.shape[0], -1)
-        geometries = cached_geometries(self.model, self.layers, int(images.shape[-1]), self.placement)
+        geometries = cached_geometries(self.model, self.layers, int(images.shape[-1]), self.placement,
+                                       self.probe_images)
         return leam_maps(self.model, images, references, self.layers, self.sign, self.negative_activations,
                          geometries)
 

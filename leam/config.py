@@ -11,7 +11,7 @@ the bad value and what is allowed (a :class:`leam.errors.LeamError`)::
 
 Rules beyond one key (checked on the whole file, in :meth:`Config._cross_field_rules`):
 
-- ``models`` are registered: built-in models (``leam.models.registry.available_models()``) or names in
+- ``models`` are registered: built-in models (``leam.models.names.BUILTIN_MODELS``) or names in
   ``model_zoo``; ``leam.layers`` only names models of ``models``;
 - maps are pooled by whole blocks of cells (``leam.metrics.distributions.pool_area``), so
   ``similarity.grid`` and a non-zero ``similarity.bc_grid`` must divide ``leam.store_size``, and parser
@@ -181,7 +181,7 @@ class LeamParams(_Group):
         "effective_field", description="where coarse layer cells land in the frame: where their input gradients "
                                        "sit on real faces (effective_field), their exact receptive-field centre, or "
                                        "LayerCAM's upsampling convention (centred); see README, Assumptions")
-    probe_images: int = Field(16, ge=1, description="effective_field: the first N aligned photos on which each "
+    probe_images: int = Field(8, ge=1, description="effective_field: the first N aligned photos on which each "
                                                     "layer's cell positions are measured")
     store_size: int = Field(112, ge=1, description="cells a side of the stored maps in the analysis frame "
                                                    "(must divide align.frame_size)")
@@ -284,9 +284,9 @@ class ReportParams(_Group):
 
 # ------------------------------------------------------------------------------------------------- root
 def _builtin_models() -> list[str]:
-    from leam.models.registry import available_models  # lazy: importing the model families imports torch
+    from leam.models.names import BUILTIN_MODELS  # a leaf: validating params imports no model family (torch)
 
-    return available_models()
+    return list(BUILTIN_MODELS)
 
 
 class Config(_Group):

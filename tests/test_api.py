@@ -16,7 +16,7 @@ import leam
 from leam import core
 from leam.errors import LeamError
 from leam.models import iresnet, registry
-from leam.placement import cached_geometries
+from leam.placement import PLACEMENTS, cached_geometries
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FRAME_PADDING = 0.5  # the analysis frame of the ``real_faces`` fixture (tests/conftest.py)
@@ -98,6 +98,21 @@ def test_api_equals_core_on_a_real_registered_model(weights_dir, real_faces, opt
     assert float(result.cosine.min()) > 0.5  # real same-person pairs match
 
 
+def test_api_effective_field_equals_core_with_the_same_probe(weights_dir, real_faces):
+    frames, landmarks = real_faces["frames"], real_faces["landmarks"]
+    spec = registry.get_spec("dlib_resnet")
+    probe, _ = core.to_model_input(spec, frames[:4], landmarks[:4], FRAME_PADDING)
+    cam = leam.LEAM.from_registry("dlib_resnet", weights_dir, placement="effective_field", probe_images=probe)
+    expected_geometries = core.frame_geometries(cam.model, spec, cam.layers, "effective_field", frames[:4],
+                                                landmarks[:4], FRAME_PADDING)
+    rows, partners = _same_person_pairs(real_faces)
+    inputs, _ = core.to_model_input(spec, frames, landmarks, FRAME_PADDING)
+    references = cam.embed(inputs)[partners]
+    result = cam(inputs, references)
+    expected = core.leam_maps(cam.model, inputs, references, cam.layers, geometries=expected_geometries)
+    assert torch.equal(result.maps, expected.maps) and torch.equal(result.cosine, expected.cosine)
+
+
 def test_api_layers_subset_and_one_reference_for_all(weights_dir, real_faces):
     cam = leam.LEAM.from_registry("dlib_resnet", weights_dir, layers=["layer2.0", "layer4.2"])
     inputs, _ = core.to_model_input(cam.spec, real_faces["frames"][:2], real_faces["landmarks"][:2], FRAME_PADDING)
@@ -142,8 +157,9 @@ def test_bad_arguments_are_one_line_errors_naming_the_choices():
     model = iresnet.build("iresnet18")
     assert "sign='supports' is not valid; choose one of: supports_match, opposes_match" in _one_line(
         lambda: leam.LEAM(model, ["layer4.1"], sign="supports"))
-    assert "choose one of: receptive_field, centred" in _one_line(
+    assert f"placement='center' is not valid; choose one of: {', '.join(PLACEMENTS)}" in _one_line(
         lambda: leam.LEAM(model, ["layer4.1"], placement="center"))
+    assert "needs probe_images" in _one_line(lambda: leam.LEAM(model, ["layer4.1"], placement="effective_field"))
     assert "objective='euclidean' is not valid; choose one of: cosine" in _one_line(
         lambda: leam.LEAM(model, ["layer4.1"], objective="euclidean"))
     assert "unknown layer(s) 'layer9'" in _one_line(lambda: leam.LEAM(model, ["layer9"]))

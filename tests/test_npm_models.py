@@ -84,6 +84,7 @@ def _onnxruntime(path: Path, batch: np.ndarray, extra: list[str] = ()) -> list[n
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # no thread pool left spinning on the 2 cores after the test
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")  # the file's dead channels: 1e-33
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [output.name for output in session.get_outputs()]
     runs = [session.run(names, {"input": batch[i:i + 1]}) for i in range(len(batch))]
@@ -187,6 +188,28 @@ def test_default_layers_cover_every_resolution_and_receive_gradients(npm_weights
         assert all(activations[layer].ndim == 4 for layer in spec.layers)
         assert sizes == sorted(sizes, reverse=True) and set(sizes) == {56, 28, 14, 7}, (name, sizes)
         assert all(torch.isfinite(grad).all() and grad.abs().sum() > 0 for grad in grads), name
+
+
+@pytest.mark.parametrize("name", list(npm_models.NPM_FILES))
+def test_leam_fast_path_equals_one_layer_reference_on_every_default_layer(name, npm_weights, faces):
+    """All 9 layers from one pass equal the naive per-layer LayerCAM of ``tests/test_core.py``; a batch of
+    two pairs equals each pair alone."""
+    from leam import core
+    from tests.test_core import assert_close, reference_map
+
+    spec, model = npm_models.SPECS[name], _model(name, npm_weights)
+    inputs = _inputs(name, faces)[:3]
+    with torch.no_grad():
+        references = model(inputs).roll(1, dims=0)  # each face against another photo's embedding
+    fast = core.leam_maps(model, inputs[:1], references[:1], spec.layers)
+    for j, layer in enumerate(spec.layers):
+        slow = reference_map(model, inputs[0], references[0], layer)
+        assert float(slow.max()) > 0, layer
+        assert_close(fast.maps[0, j], slow)
+    batched = core.leam_maps(model, inputs[:2], references[:2], spec.layers)
+    second = core.leam_maps(model, inputs[1:2], references[1:2], spec.layers)
+    assert_close(batched.maps[0], fast.maps[0], tol=1e-4)
+    assert_close(batched.maps[1], second.maps[0], tol=1e-4)
 
 
 def test_fetch_checks_integrity_and_hashes_and_reports_missing_npm(npm_weights, tmp_path, monkeypatch, caplog):

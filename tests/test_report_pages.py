@@ -9,6 +9,7 @@ PNGs are real faces of the sample (resized, not aligned: the pages only display 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -262,12 +263,12 @@ def write_outputs(root: Path, photos: list[Path], threshold: float = 0.01) -> No
 
 
 def make_repo(root: Path, photos: list[Path], threshold: float = 0.01, pages: list[str] | None = None,
-              metrics_threshold: float = 0.01) -> Path:
+              metrics_threshold: float = 0.01, report: dict | None = None) -> Path:
     """A repository layout: params.yaml, README, leam (linked), reports/ (copied, optionally fewer pages)."""
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update({"threshold": threshold, "models": MODELS})
-    params.setdefault("report", {}).update({"gallery_identities": 2, "gallery_images": 2})
+    params.setdefault("report", {}).update({"gallery_identities": 2, "gallery_images": 2, **(report or {})})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "README.md").write_text("# x\n\n## Assumptions\n\n- **Test assumption**: stated here.\n\n## Next\n")
     (root / "leam").symlink_to(REPO / "leam", target_is_directory=True)
@@ -290,7 +291,7 @@ def site(tmp_path_factory, small_slice) -> Path:
     photos = [Path(p) for p in small_slice.abspath[:4]]
     reports = make_repo(tmp_path_factory.mktemp("repo"), photos)
     renderer, files = render_site(reports, renderer="fallback")
-    assert renderer == "fallback" and len(files) == 8
+    assert renderer == "fallback" and len(files) == 9
     return reports / "_site"
 
 
@@ -374,7 +375,154 @@ def test_missing_outputs_show_a_note_instead_of_failing(tmp_path, small_slice):
     render_site(reports, renderer="fallback")
     page = (reports / "_site/index.html").read_text()
     assert "run <code>dvc repro models</code>" in page and "run <code>dvc repro align</code>" in page
-    assert "<table" not in page
+    assert "Photos and identities" not in page and "Verification per model" not in page
+    assert 'class="answer claims-summary"' in page  # the answers come from the other metrics
+
+
+# ---------------------------------------------------------------------------------------- answer blocks
+PAGES = ["index", "gallery", "regions", "patterns", "variability", "gender", "occlusion", "person", "methods"]
+
+
+def _answer_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return find_table(tables, "Every number behind the answers")
+
+
+def _json(root: Path, name: str) -> dict:
+    return json.loads((root / f"metrics/{name}.json").read_text())
+
+
+def test_every_page_opens_with_its_answer_block(site):
+    for page in PAGES:
+        text = (site / f"{page}.html").read_text()
+        assert 'class="answer-block"' in text, page
+        answer = text.index('class="answer-block"')
+        assert answer < text.index("<img"), f"{page}: a figure comes before the answer"
+        assert answer < text.index("<table"), f"{page}: a table comes before the answer"
+    rule = (site / "methods.html").read_text()
+    assert 'id="verdict-rule"' in rule and "factor of 2" in rule
+    assert 'href="methods.html#verdict-rule"' in (site / "regions.html").read_text()
+
+
+def test_the_overview_claims_table_shows_the_numbers_of_the_metrics_files(site):
+    from leam.report.claims import all_answers, region_cis
+
+    root = site.parents[1]
+    correlation, similarity, occlusion = (_json(root, n) for n in ("correlation", "similarity", "occlusion"))
+    shares = pd.read_csv(root / "data/correlation/shares_summary.csv")
+    tables = html_tables(site / "index.html")
+    numbers = _answer_rows(tables)
+    numbers = numbers.assign(**{c: numbers[c].replace("", "nan").astype(float) for c in ("mean", "CI low", "CI high")})
+    rows = {(r["claim"], r["model"], r["figure"]): r for r in numbers.to_dict("records")}
+
+    def check(claim, model, figure, mean, ci):
+        row = rows[(claim, model, figure)]
+        assert row["mean"] == pytest.approx(mean, abs=5e-5), (claim, model, figure)
+        assert [row["CI low"], row["CI high"]] == pytest.approx(list(ci), abs=5e-5), (claim, model, figure)
+
+    for model in MODELS:
+        nose = shares[(shares.model == model) & (shares.layer == "overall") & (shares.level == "region")
+                      & (shares.part == "nose") & np.isclose(shares.threshold, correlation["threshold"])].iloc[0]
+        check("regions.nose", model, "nose share", correlation["headline"][model]["nose"], (nose.ci_low, nose.ci_high))
+        bc = similarity["models"][model]["layers"]["overall"]["bc_top"]
+        check("patterns.bc", model, "same BC", bc["same_mean"], bc["same_ci"])
+        check("patterns.bc", model, "different BC", bc["different_mean"], bc["different_ci"])
+        drops = occlusion["models"][model]
+        for kind in ("random_uniform", "random_face"):
+            check(f"occlusion.{kind}", model, "LEAM drop", drops["leam_drop"], drops["leam_ci"])
+            check(f"occlusion.{kind}", model, f"{kind} drop", drops[f"{kind}_drop"], drops[f"{kind}_ci"])
+    assert set(numbers.claim) >= {"regions.nose", "patterns.bc", "occlusion.random_uniform", "occlusion.transfer"}
+
+    # the summary: one row per claim, one cell per model with the verdict of the rule and our means
+    summary = find_table(tables, "The paper's claims against this run").set_index("claim")
+    expected = all_answers(correlation, similarity, occlusion, _json(root, "variability"),
+                           region_cis(shares, correlation["threshold"]),
+                           pd.read_csv(root / "data/occlusion/summary.csv"))
+    titles = {"regions.nose": "Nose share of the critical pixels", "patterns.bc": "Same person vs different people (BC)",
+              "occlusion.random_uniform": "LEAM vs random_uniform occlusion"}
+    for answer in expected:
+        if answer.key not in titles:
+            continue
+        cell = summary.loc[titles[answer.key], answer.model]
+        assert cell.startswith(answer.verdict), (answer.key, answer.model, cell)
+        shown = [float(v) for v in re.findall(r"-?\d+\.\d+", cell)]
+        digits = 4 if answer.key.startswith("occlusion") else 3
+        assert shown == pytest.approx([round(e.mean, digits) for e in answer.estimates], abs=1e-9)
+    assert summary.loc[titles["regions.nose"], "paper"] == "0.189-0.297"
+
+
+def test_page_answers_and_the_person_page_show_their_numbers(site):
+    root = site.parents[1]
+    correlation = _json(root, "correlation")
+    regions = (site / "regions.html").read_text()
+    for model in MODELS:
+        assert f"nose share {correlation['headline'][model]['nose']:.3f} [" in regions
+    occlusion = (site / "occlusion.html").read_text()
+    assert f"LEAM drop {_json(root, 'occlusion')['models']['alpha']['leam_drop']:.4f} [" in occlusion
+
+    person = (site / "person.html").read_text()
+    assert "<strong>ann</strong> (female)" in person  # report.person "" = the first identity
+    assert person.count('alt="LEAM maps of ') == len(MODELS)
+    shares = pd.read_csv(root / "data/variability/shares_per_identity.csv")
+    shown = find_table(html_tables(site / "person.html"), "per region", "ann vs everyone").set_index(["model", "part"])
+    mine = shares[(shares.identity == "ann") & (shares.layer == "overall") & shares.part.isin(["nose", "eyes", "skin"])]
+    for row in mine.itertuples():
+        assert float(shown.loc[(row.model, row.part), "ann"]) == pytest.approx(row.mean_share, abs=5e-5)
+    drops = pd.read_csv(root / "data/occlusion/drops.csv")
+    leam = drops[(drops.identity == "ann") & (drops.kind == "leam") & (drops.target == "alpha")
+                 & np.isclose(drops.threshold, 0.01)]["drop"].mean()
+    table = find_table(html_tables(site / "person.html"), "Mean drop", "ann vs everyone").set_index(["model", "kind"])
+    assert float(table.loc[("alpha", "leam"), "ann"]) == pytest.approx(leam, abs=5e-5)
+
+
+def test_answer_blocks_follow_the_metrics_of_the_run(tmp_path, small_slice, site):
+    """Metrics recomputed at threshold 0.05 (as `dvc exp run -S threshold=0.05` would) and one occlusion
+    metric changed: the answers change with them; report.person picks the person page's identity."""
+    photos = [Path(p) for p in small_slice.abspath[:4]]
+    reports = make_repo(tmp_path / "repo", photos, threshold=0.05, metrics_threshold=0.05,
+                        pages=["index.qmd", "regions.qmd", "person.qmd"], report={"person": "bob"})
+    root = reports.parent
+    occlusion = _json(root, "occlusion")
+    alpha = occlusion["models"]["alpha"]
+    alpha["leam_drop"], alpha["leam_ci"] = 0.001, [0.0005, 0.0015]  # now below every random baseline
+    (root / "metrics/occlusion.json").write_text(json.dumps(occlusion))
+    render_site(reports, renderer="fallback")
+    correlation = _json(root, "correlation")
+    before = (site / "regions.html").read_text()
+    after = (reports / "_site/regions.html").read_text()
+    nose = correlation["headline"]["alpha"]["nose"]
+    assert f"nose share {nose:.3f} [" in after and f"nose share {nose:.3f} [" not in before
+    assert "ours at top 0.05, the paper&#x27;s at top 0.01" in after
+    assert "computed at threshold" not in after  # metrics and params agree: nothing is stale
+    summary = find_table(html_tables(reports / "_site/index.html"), "The paper's claims against this run")
+    cell = summary.set_index("claim").loc["LEAM vs random_uniform occlusion", "alpha"]
+    assert cell.startswith("disagree") and "0.0010 vs" in cell
+    numbers = _answer_rows(html_tables(reports / "_site/index.html"))
+    leam = numbers[(numbers.claim == "occlusion.random_uniform") & (numbers.model == "alpha")
+                   & (numbers.figure == "LEAM drop")]
+    assert float(leam["mean"].iloc[0]) == pytest.approx(0.001, abs=5e-5)
+    assert "<strong>bob</strong> (male)" in (reports / "_site/person.html").read_text()
+
+
+def test_an_unknown_person_is_one_error_naming_the_identities(tmp_path, small_slice):
+    from leam.errors import LeamError
+
+    photos = [Path(p) for p in small_slice.abspath[:4]]
+    reports = make_repo(tmp_path / "repo", photos, pages=["person.qmd"], report={"person": "nobody"})
+    with pytest.raises(LeamError, match=r"report.person='nobody' is not an identity .*choose one of: ann, bob"):
+        render_site(reports, renderer="fallback")
+
+
+@pytest.mark.skipif(None in chromium_paths(), reason="needs Debian's chromium and chromium-driver")
+def test_every_page_in_chromium_opens_with_its_answer_then_a_figure(site, tmp_path):
+    """Each page at 1400 px: answer block first, a figure above the first table, every image loaded and
+    described (alt text), no console error, and a full-page screenshot that is not blank."""
+    for page in PAGES:
+        check = check_page(site / f"{page}.html", tmp_path / f"{page}.png", width=1400)
+        assert check.answer_blocks >= 1 and check.answer_first, page
+        assert check.figure_before_table, f"{page}: no figure above the first table"
+        assert check.images >= 1 and not check.broken_images and not check.images_without_alt, page
+        assert not check.console_errors, (page, check.console_errors)
+        assert check.screenshot_colours > 50 and (tmp_path / f"{page}.png").stat().st_size > 20_000, page
 
 
 @pytest.mark.skipif(None in chromium_paths(), reason="needs Debian's chromium and chromium-driver")

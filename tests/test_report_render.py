@@ -102,3 +102,79 @@ def test_render_rejects_unknown_renderer_and_missing_project(tmp_path):
         render_site(tmp_path)
     with pytest.raises(LeamError, match="choose one of"):
         render_site(_project(tmp_path, "x"), renderer="pandoc")
+
+
+def test_parse_qmd_reads_fenced_divs_and_leaves_fenced_code_alone():
+    text = textwrap.dedent("""\
+        ::: {.callout-note #tables collapse="true" title='Tables of x'}
+        ## Heading
+        ```{python}
+        x = 1
+        ```
+        ::: inner
+        text
+        :::
+        :::
+
+        ```bash
+        :::
+        ```
+        """)
+    doc = parse_qmd(text)
+    assert [c.kind for c in doc.cells] == ["div", "markdown", "code", "div", "markdown", "enddiv", "enddiv", "markdown"]
+    assert doc.cells[0].options == {"classes": ["callout-note"], "id": "tables",
+                                    "attributes": {"collapse": "true", "title": "Tables of x"}}
+    assert doc.cells[3].options["classes"] == ["inner"]
+    assert doc.cells[-1].source == "```bash\n:::\n```"  # a ::: line inside a code fence is text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("::: {.callout-note}\ntext\n", "never closed"),
+    ("text\n:::\n", "closes no fenced div"),
+])
+def test_parse_qmd_rejects_unbalanced_divs(text, message):
+    with pytest.raises(LeamError, match=message):
+        parse_qmd(text, name="bad.qmd")
+
+
+def test_fallback_renders_callouts_collapsible_sections_and_figure_alt_text(tmp_path):
+    page = textwrap.dedent("""\
+        ---
+        title: "Beta"
+        ---
+
+        ::: {.callout-tip title="Answer"}
+        The answer.
+        :::
+
+        ```{python}
+        #| fig-cap: "A line: look at the `slope`"
+        #| fig-alt: "A rising straight line"
+        import matplotlib.pyplot as plt
+        plt.plot([0, 1], [0, 2]); plt.show()
+        ```
+
+        ::: {.callout-note collapse="true"}
+        ## Tables
+        ```{python}
+        print("table here")
+        ```
+        :::
+
+        ::: {.callout-warning collapse="false" title="Open"}
+        Shown.
+        :::
+
+        ::: {#anchor .answer-block}
+        Plain.
+        :::
+        """)
+    html = render_site(_project(tmp_path, page), renderer="fallback")[1][0].read_text()
+    assert '<div class="callout callout-tip"><div class="callout-title">Answer</div><p>The answer.</p>' in html
+    assert '<img alt="A rising straight line" src="data:image/png;base64,' in html
+    assert "<figcaption>A line: look at the <code>slope</code></figcaption></figure>" in html
+    assert '<details class="callout callout-note"><summary>Tables</summary>' in html
+    assert "table here" in html and "<h2>Tables</h2>" not in html  # the first heading became the title
+    assert '<details class="callout callout-warning" open><summary>Open</summary>' in html
+    assert '<div id="anchor" class="answer-block"><p>Plain.</p>' in html
+    assert html.index("The answer.") < html.index("data:image/png") < html.index("table here")

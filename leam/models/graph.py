@@ -36,10 +36,20 @@ __all__ = ["PixelNormalisation", "GraphModule", "Conv", "Binary", "Unary", "PRel
            "Pool", "Concat", "Mean", "Pad", "Flatten", "L2Normalize", "constant", "ACTIVATIONS"]
 
 
+TINY = 1e-30
+"""Constants smaller than this in magnitude are stored as 0 (see :func:`constant`)."""
+
+
 def constant(array: np.ndarray | torch.Tensor) -> nn.Parameter:
-    """A frozen float32 parameter holding ``array``."""
-    tensor = torch.from_numpy(np.array(array, dtype=np.float32))  # a writable copy
-    return nn.Parameter(tensor, requires_grad=False)
+    """A frozen float32 parameter holding ``array``, with magnitudes below ``TINY`` set to 0.
+
+    Why: exported networks can carry dead channels whose weights decayed to 1e-33 and below (10% of
+    faceplugin's fr_feature.onnx); their products are subnormal floats, which x86 CPUs compute 10-100x
+    slower, and they contribute nothing a float32 sum of normal values can hold.
+    """
+    values = np.array(array, dtype=np.float32)  # a writable copy
+    values[np.abs(values) < TINY] = 0.0
+    return nn.Parameter(torch.from_numpy(values), requires_grad=False)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 
 __all__ = ["AGREE", "Answer", "DISAGREE", "Estimate", "MAGNITUDE_FACTOR", "NO_VERDICT", "PAPER", "PARTLY",
            "PaperClaim", "RANDOM_KINDS", "VERDICT_RULE", "all_answers", "decide", "direction", "emd_answers",
-           "gender_answers", "gender_split_answers", "magnitude", "occlusion_answers", "region_answers", "region_cis",
+           "gender_answers", "gender_split_answers", "magnitude", "person_answers", "occlusion_answers", "region_answers", "region_cis",
            "similarity_answers", "transfer_answers", "variability_answers"]
 
 AGREE, PARTLY, DISAGREE, NO_VERDICT = "agree", "partly", "disagree", "no paper figure"
@@ -91,7 +91,15 @@ OUR_CHECKS: dict[str, PaperClaim] = {claim.key: claim for claim in (
                "no figure"),
     PaperClaim("gender", "gender", "Women vs men", "Our check (the paper gives no figure): do the headline "
                "figures differ between women and men?", "no figure"),
+    PaperClaim("person.nose", "person", "Nose share of this person's top-t pixels",
+               "The paper's nose figure (18.9-29.7% of the critical pixels), applied to one person's photos.",
+               "0.189-0.297"),
+    PaperClaim("person.occlusion", "person", "LEAM vs random_uniform on this person's photos",
+               "The paper's occlusion figure (LEAM 0.1148 vs random 0.0286 at the top 1%), applied to one "
+               "person's photos.", "LEAM 0.1148 vs random 0.0286"),
 )}
+"""Answers that are not in the overview's table: checks the paper gives no figure for, and the paper's
+figures applied to one person (the person page)."""
 
 PAPER_FIGURES = {
     "nose share": (0.189, 0.297),
@@ -244,6 +252,7 @@ def _describe_magnitude(estimate: Estimate, outcome: str | None) -> str | None:
 
 _DIRECTION_TEXT = {HOLDS: "CIs apart in the paper's direction", UNCLEAR: "CIs overlap",
                    REVERSED: "CIs apart in the opposite direction"}
+_MEANS_TEXT = {HOLDS: "means in the paper's order", UNCLEAR: "equal means", REVERSED: "means in the opposite order"}
 
 
 def _judge(key: str, model: str, estimates: Sequence[Estimate], pair: tuple[int, int] | None,
@@ -251,8 +260,11 @@ def _judge(key: str, model: str, estimates: Sequence[Estimate], pair: tuple[int,
     """Apply the rule: ``pair`` = (index expected higher, index expected lower) or None (no direction)."""
     outcome = direction(estimates[pair[0]], estimates[pair[1]]) if pair is not None else None
     outcomes = tuple(magnitude(e) for e in estimates) if paper_claim else ()
-    reasons = [_DIRECTION_TEXT[outcome] if paper_claim else _DIRECTION_TEXT[outcome].replace("the paper's", "the expected")
-               ] if outcome is not None else []
+    no_ci = any(e.ci_low is None or e.ci_high is None for e in estimates)
+    reasons = []
+    if outcome is not None:
+        text = _MEANS_TEXT[outcome] if no_ci else _DIRECTION_TEXT[outcome]
+        reasons.append(text if paper_claim else text.replace("the paper's", "the expected"))
     if paper_claim:
         far = [text for e, m in zip(estimates, outcomes) if (text := _describe_magnitude(e, m)) and m == FAR]
         near = [text for e, m in zip(estimates, outcomes) if (text := _describe_magnitude(e, m)) and m == NEAR]
@@ -534,6 +546,39 @@ def gender_split_answers(rows, quantity: str, source: str, higher_is: str = "wom
         text = {HOLDS: f"{quantity}: women higher (CIs apart)", REVERSED: f"{quantity}: men higher (CIs apart)",
                 UNCLEAR: f"{quantity}: no clear difference (CIs overlap)"}[outcome]
         answers.append(Answer("gender", model, tuple(estimates), NO_VERDICT, text, outcome))
+    return answers
+
+
+def person_answers(nose: Mapping[str, tuple[float, int]], drops: Mapping[str, Mapping[str, tuple[float, int]]],
+                   threshold: float | None, baseline: str = "random_uniform") -> list[Answer]:
+    """The paper's nose and occlusion figures applied to one person, per model, on plain means (no CI).
+
+    nose: {model: (mean nose share of the person's photos, photos)}; drops: {model: {"leam": (mean drop,
+    photos), baseline: (mean drop, photos)}} (source = target). With so few photos there is no CI: the
+    direction compares means, which the reason says.
+    """
+    answers = []
+    for model, (share, count) in nose.items():
+        if _number(share) is None:
+            continue
+        estimate = Estimate("nose share", float(share), paper=PAPER_FIGURES["nose share"],
+                            source="data/variability/shares_per_identity.csv")
+        answer = _judge("person.nose", model, [estimate], None, threshold)
+        answers.append(replace(answer, reason=answer.reason.replace("no CI for nose share",
+                                                                    f"mean of {count} photos, no CI")))
+    for model, kinds in drops.items():
+        if "leam" not in kinds or baseline not in kinds:
+            continue
+        (leam, count), (rand, _) = kinds["leam"], kinds[baseline]
+        if _number(leam) is None or _number(rand) is None:
+            continue
+        estimates = [Estimate("LEAM drop", float(leam), paper=PAPER_FIGURES["LEAM drop"],
+                              source="data/occlusion/drops.csv"),
+                     Estimate(f"{baseline} drop", float(rand), paper=PAPER_FIGURES["random drop"],
+                              source="data/occlusion/drops.csv")]
+        answer = _judge("person.occlusion", model, estimates, (0, 1), threshold)
+        reason = answer.reason.replace(f"no CI for LEAM drop, {baseline} drop", f"means of {count} photos, no CI")
+        answers.append(replace(answer, reason=reason))
     return answers
 
 

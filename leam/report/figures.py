@@ -82,7 +82,7 @@ def gallery_figure(tiles: np.ndarray, row_labels: list[str], col_labels: list[st
     gap = 2
     image = mosaic(tiles.reshape(rows * cols, side, side, 3), rows, cols, gap)
     step = side + gap
-    fig, ax = plt.subplots(figsize=(min(1.0 + 0.95 * cols, 13.0), 0.4 + 0.95 * rows), dpi=90)
+    fig, ax = plt.subplots(figsize=(min(1.6 + 0.95 * cols, 13.0), 0.4 + 0.95 * rows), dpi=90, layout="constrained")
     ax.imshow(image)
     ax.set_yticks([r * step + side / 2 for r in range(rows)], row_labels, fontsize=8)
     ax.set_xticks([c * step + side / 2 for c in range(cols)], col_labels, fontsize=7, rotation=30, ha="right")
@@ -93,7 +93,6 @@ def gallery_figure(tiles: np.ndarray, row_labels: list[str], col_labels: list[st
         ax.set_title(title, fontsize=10)
     mappable = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap=cmap)
     fig.colorbar(mappable, ax=ax, fraction=0.025, pad=0.01, label="relevance / map max")
-    fig.tight_layout()
     return fig
 
 
@@ -373,5 +372,64 @@ def verdict_grid(decide, directions: list[tuple[str | None, str]], magnitudes: l
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def facet_bars(table: pd.DataFrame, x: str, hue: str, facet: str, ylabel: str = "",
+               band: tuple[float, float, str] | None = None, band_x: str | None = None, max_cols: int = 3
+               ) -> plt.Figure:
+    """Grouped bars of ``mean`` with whiskers ``ci_low``..``ci_high`` (e.g. a person vs everyone), one panel per
+    ``facet`` value; ``band`` = (low, high, label) drawn as a hatched box over the ``band_x`` group."""
+    facets = list(dict.fromkeys(table[facet]))
+    cols = min(len(facets), max_cols)
+    rows = -(-len(facets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(min(4.4 * cols, 13), 3.0 * rows + 0.3), dpi=90, squeeze=False,
+                             sharey=True)
+    hues = list(dict.fromkeys(table[hue]))
+    colours = dict(zip(hues, sns.color_palette("tab10", len(hues))))
+    width = 0.8 / max(len(hues), 1)
+    flat = axes.ravel()
+    for ax, name in zip(flat, facets):
+        part = table[table[facet] == name]
+        xs = list(dict.fromkeys(part[x]))
+        for offset, key in enumerate(hues):
+            rows_of = part[part[hue] == key].set_index(x).reindex(xs)
+            positions = np.arange(len(xs)) + (offset - (len(hues) - 1) / 2) * width
+            low = (rows_of["mean"] - rows_of["ci_low"]).clip(lower=0).fillna(0).to_numpy()
+            high = (rows_of["ci_high"] - rows_of["mean"]).clip(lower=0).fillna(0).to_numpy()
+            ax.bar(positions, rows_of["mean"].fillna(0), width, color=colours[key], label=str(key),
+                   yerr=np.vstack([low, high]), capsize=2, error_kw={"lw": 0.8})
+        if band is not None and band_x in xs:
+            at = xs.index(band_x)
+            ax.add_patch(matplotlib.patches.Rectangle((at - 0.45, band[0]), 0.9, band[1] - band[0], facecolor="none",
+                                                      edgecolor="black", hatch="///", lw=1.0, zorder=4,
+                                                      label=band[2]))
+        ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs], fontsize=7, rotation=30, ha="right")
+        ax.set_title(str(name), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in flat[len(facets):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel(ylabel)
+    handles, labels = flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="upper center", ncol=min(len(labels), 6), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.0 * rows + 0.3)))
+    return fig
+
+
+def photo_strip(faces: np.ndarray, labels: list[str], title: str = "", cols: int = 6) -> plt.Figure:
+    """Photos (N, T, T, 3) uint8 in rows of ``cols``, each labelled below, without axes or colour bar."""
+    rows = -(-len(faces) // cols)
+    cols = min(cols, len(faces))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.85 * rows + (0.3 if title else 0)), dpi=90,
+                             squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, face, label in zip(axes.ravel(), faces, labels):
+        ax.imshow(face)
+        ax.set_title(label, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -16,6 +16,7 @@ import yaml
 from IPython.display import HTML, Markdown
 
 from leam.io import read_csv_checked, read_json_checked
+from leam.report.claims import NO_VERDICT
 
 FLOAT_FORMAT = "{:.4f}"
 
@@ -266,22 +267,27 @@ def answer_block(items: list, question: str, stage: str, digits: int = 3, note: 
     for key in keys:
         group = [item for item in items if item.key == key]
         claim = group[0].claim
-        tally = _tally(group) if group[0].verdict != "no paper figure" else ""
+        tally = _tally(group) if group[0].verdict != NO_VERDICT else ""
         lines.append(f"<li><strong>{html.escape(claim.title)}.</strong> {_markdown_inline(claim.statement)}"
                      + (f" <strong>This run:</strong> {html.escape(tally)}." if tally else "") + "</li>")
     many = len(keys) > 1
-    head = "".join(f"<th>{name}</th>" for name in (["model"] + (["claim"] if many else [])
-                                                    + ["our figure (95% CI)", "paper", "verdict", "why"]))
+    judged = any(item.verdict != NO_VERDICT for item in items)  # else: the paper gives no figure to judge by
+    head = "".join(f"<th>{name}</th>" for name in (["model"] + (["claim"] if many else []) + ["our figure (95% CI)"]
+                                                    + (["paper", "verdict"] if judged else []) + ["why"]))
     rows = []
     for item in items:
         cells = [html.escape(item.model)] + ([html.escape(item.claim.title)] if many else [])
-        cells += [html.escape(item.figures_text(digits)), html.escape(item.claim.paper), _verdict_html(item.verdict),
-                  html.escape(item.reason)]
+        cells.append(html.escape(item.figures_text(digits)))
+        if judged:
+            cells += [html.escape(item.claim.paper), _verdict_html(item.verdict)]
+        cells.append(html.escape(item.reason))
         rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     threshold_value = next((item.threshold for item in items if item.threshold is not None), None)
     at = f" (top {threshold_value:g} of the pixels)" if threshold_value is not None else ""
     sources = sorted({e.source.split(" ")[0] for item in items for e in item.estimates if e.source})
-    footer = ('Verdict rule: <a href="methods.html#verdict-rule">Methods</a>. Numbers from '
+    footer = (('Verdict rule: <a href="methods.html#verdict-rule">Methods</a>. ' if judged else
+               "The paper gives no figure here: each row gives the direction of the comparison. ")
+              + "Numbers from "
               + ", ".join(f"<code>{html.escape(s)}</code>" for s in sources) + "."
               + (f" {html.escape(note)}" if note else ""))
     return HTML(
