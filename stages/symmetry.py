@@ -75,7 +75,7 @@ def model_symmetry(name: str, config: Config, frames, landmarks, labels, index: 
 
             def maps_of(images, points):
                 result = core.frame_leam_maps(model, spec, images, points, refs, layers, padding, config.leam.sign,
-                                              config.leam.negative_activations, geometries=geometries)
+                                              config.leam.negative_activations, placement, geometries)
                 return torch.cat([result.maps, core.overall_map(result.maps, config.leam.overall)[:, None]], dim=1)
             maps = maps_of(frames[chunk], landmarks[chunk])
             flipped_back = maps_of(mirrored, mirrored_points).flip(-1)
