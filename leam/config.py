@@ -300,7 +300,7 @@ class Config(_Group):
                                           "path_or_url: /path/backbone.pth, sha256: <hex>}}; then add the name to "
                                           "models")
     models: Annotated[Names, Field(min_length=1)] = Field(
-        ["dlib_resnet", "faceres", "faceres-deep", "mobileface", "mobilefacenet"],
+        ["dlib_resnet", "faceres", "faceres-deep", "mobileface", "faceplugin_mfn", "expo_mfn"],
         description="models run by the per-model stages: built-in (python -m stages.models --list) or model_zoo "
                     "names")
     data: DataParams = Field(default_factory=DataParams, description="stage faces")

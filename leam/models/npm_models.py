@@ -26,8 +26,9 @@ Both are trained on InsightFace-style 112 x 112 crops, so both use ``leam.geomet
 template points (``cv.getAffineTransform``, a full affine), expo resizes an MTCNN box without alignment;
 neither changes what the networks were trained on.
 
-expo_mfn is the network of human-models' ``mobilefacenet`` (same TF node names, same weights up to float
-rounding) with its PReLUs intact; its default layers are the same nodes (``LAYER_NODES``).
+expo_mfn is the network of human-models' ``mobilefacenet``: same TF node names, the 52 convolutions' weights
+equal to 2e-7; human's file has all 33 PReLU constants negated and 16 PReLUs fused into ReLUs, and is fed
+0..1 (``tests/test_npm_models.py`` rebuilds it from expo_mfn to 3e-7). The default layers are the same nodes.
 """
 
 from __future__ import annotations

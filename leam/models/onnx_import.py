@@ -185,6 +185,8 @@ def onnx_module(model, normalisation: g.PixelNormalisation, taps: dict[str, str]
                 bias = None if bias is None else bias * float(attrs.get("beta", 1.0))
             else:
                 bias = None
+                if len(shapes.get(names[0], [0, 0])) != 2 or weight.ndim != 2:
+                    raise LeamError(f"{where}: only 2-D MatMul (after Flatten) is supported")
             module, live = g.Linear(weight, bias), live[:1]
         elif op == "GlobalAveragePool":
             module = g.Mean([2, 3], keepdim=True)
