@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -284,9 +285,12 @@ class ReportParams(_Group):
 
 # ------------------------------------------------------------------------------------------------- root
 def _builtin_models() -> list[str]:
-    from leam.models.names import BUILTIN_MODELS  # a leaf: validating params imports no model family (torch)
+    """Built-in names (a leaf module: validating params imports no model family, hence no torch), plus any
+    model registered in this process (``leam.register_model``) when the registry is already loaded."""
+    from leam.models.names import BUILTIN_MODELS
 
-    return list(BUILTIN_MODELS)
+    registry = sys.modules.get("leam.models.registry")
+    return sorted(set(BUILTIN_MODELS) | set(registry.available_models() if registry is not None else ()))
 
 
 class Config(_Group):

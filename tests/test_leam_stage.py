@@ -66,7 +66,7 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     spec = get_spec("dlib_resnet")
 
     assert list(info) == ["model", "layers", "grid", "frame_size", "sign", "negative_activations", "reference",
-                          "placement", "scale", "scale_note", "images_in", "dropped"]
+                          "placement", "cells", "scale", "scale_note", "images_in", "dropped"]
     assert info["placement"] == params_placement(workdir)
     scale = np.asarray(info["scale"], dtype=np.float32)
     assert scale.shape == (len(info["layers"]),) and (scale > 0).all()
@@ -94,8 +94,14 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     model = spec.load(weights_dir)
     reference_row = int(index.index[index.image_id == meta.reference_image_id[0]][0])
     reference = core.embed_frames(model, spec, frames[[reference_row]], landmarks[[reference_row]], FRAME_PADDING)
+    probe = index.row.to_numpy()[:yaml.safe_load((workdir / "params.yaml").read_text())["leam"]["probe_images"]]
+    geometries = core.frame_geometries(model, spec, spec.layers, info["placement"], frames[probe], landmarks[probe],
+                                       FRAME_PADDING)
     again = core.frame_leam_maps(model, spec, frames[[0]], landmarks[[0]], reference, spec.layers, FRAME_PADDING,
-                                 placement=info["placement"])
+                                 placement=info["placement"], geometries=geometries)
+    if geometries is not None:  # layers.json records where every layer's cells were placed
+        assert info["cells"]["stem"]["centre_0"] == [round(geometries["stem"].y.centre(0), 4),
+                                                     round(geometries["stem"].x.centre(0), 4)]
     expected = core.area_downsample(again.maps, 56)[0].numpy()
     assert np.allclose(raw[0, :-1], expected, rtol=2e-3, atol=1e-3 * expected.max())
     assert abs(meta.cosine[0] - float(again.cosine[0])) < 1e-5
