@@ -19,6 +19,7 @@ import yaml
 
 from tests.browser import chromium_paths
 from tests.conftest import REPO_ROOT
+from tests.scratch import merge, run
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +31,8 @@ SMALL_PARAMS = {
     "correlate": {"bootstrap": 200},
     "variability": {"bootstrap": 200},
     "align": {"workers": 1},
+    "symmetry": {"max_images": 6, "bootstrap": 100},
 }
-
-
-def _merge(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def _run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +46,7 @@ def scratch_repo(tmp_path_factory, faces_mirror) -> tuple[Path, dict]:
             target = root / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), SMALL_PARAMS)
+    params = merge(yaml.safe_load((root / "params.yaml").read_text()), SMALL_PARAMS)
     npm_cache = REPO_ROOT / ".cache" / "npm"
     params["weights"]["human_models"]["cache"] = str(npm_cache)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -68,11 +54,11 @@ def scratch_repo(tmp_path_factory, faces_mirror) -> tuple[Path, dict]:
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@example.org")
-    _run(["git", "init", "-q"], root, env)
+    run(["git", "init", "-q"], root, env)
     (root / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "scratch"], root, env)
-    _run(["dvc", "repro"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "scratch"], root, env)
+    run(["dvc", "repro"], root, env)
     return root, env
 
 
@@ -92,14 +78,14 @@ def test_repro_runs_every_stage_on_real_faces(scratch_repo):
 
 def test_second_repro_does_nothing_and_layer_change_reruns_only_leam_downstream(scratch_repo):
     root, env = scratch_repo
-    status = json.loads(_run(["dvc", "status", "--json"], root, env).strip().splitlines()[-1])
+    status = json.loads(run(["dvc", "status", "--json"], root, env).strip().splitlines()[-1])
     assert status == {"inputs": ["always changed"]}, status  # it fingerprints param-named files on every repro
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["leam"]["layers"] = {"dlib_resnet": ["stem", "layer3.0"]}
     original = (root / "params.yaml").read_text()
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        status = json.loads(_run(["dvc", "status", "--json"], root, env).strip().splitlines()[-1])
+        status = json.loads(run(["dvc", "status", "--json"], root, env).strip().splitlines()[-1])
     finally:
         (root / "params.yaml").write_text(original)
     changed = set(status)
@@ -110,16 +96,16 @@ def test_second_repro_does_nothing_and_layer_change_reruns_only_leam_downstream(
 def test_experiment_with_threshold_changes_headline_and_reruns_only_downstream(scratch_repo):
     root, env = scratch_repo
     before = json.loads((root / "metrics/correlation.json").read_text())
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "after repro"], root, env)
-    out = _run(["dvc", "exp", "run", "-S", "threshold=0.05"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "after repro"], root, env)
+    out = run(["dvc", "exp", "run", "-S", "threshold=0.05"], root, env)
     for stage in ("faces", "align", "weights", "models", "parse", "leam@dlib_resnet"):
         assert f"Stage '{stage}' didn't change" in out or f"'{stage}' didn't change" in out, (stage, out[-2000:])
-    for stage in ("correlate", "similarity", "occlusion"):
+    for stage in ("correlate", "similarity", "occlusion", "symmetry"):
         assert f"Running stage '{stage}'" in out, (stage, out[-2000:])
     after = json.loads((root / "metrics/correlation.json").read_text())
     assert after != before
-    shown = _run(["dvc", "exp", "show", "--no-pager", "--json"], root, env)
+    shown = run(["dvc", "exp", "show", "--no-pager", "--json"], root, env)
     assert "0.05" in shown and "correlation.json" in shown
 
 

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
+from tests.scratch import merge, run
 
 pytestmark = pytest.mark.slow
 
@@ -37,27 +38,11 @@ SMALL_PARAMS = {
     "correlate": {"bootstrap": 100},
     "variability": {"bootstrap": 100},
     "report": {"renderer": "fallback"},
+    "symmetry": {"max_images": 6, "bootstrap": 100},
 }
 DOWNSTREAM = ("faces", "align", "models", "leam@dlib_resnet", "parse", "correlate", "similarity", "variability",
               "occlusion", "plots")
 TARGETS = ["plots", "variability", "models"]  # with their upstream stages: every stage but the report
-
-
-def _merge(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
-def _run(args: list[str], cwd: Path, env: dict, timeout: int = 900) -> str:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
-    return result.stdout + result.stderr
 
 
 def _project_files() -> list[str]:
@@ -84,7 +69,7 @@ def folder_repo(tmp_path_factory, mirror_manifest, faces_mirror) -> tuple[Path, 
         target = photos / Path(file).relative_to("images")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(faces_mirror / file, target)
-    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), SMALL_PARAMS)
+    params = merge(yaml.safe_load((root / "params.yaml").read_text()), SMALL_PARAMS)
     params["data"].update({"source": "folder", "folder_root": str(photos)})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, DVC_NO_ANALYTICS="1", OMP_NUM_THREADS="1",
@@ -92,11 +77,11 @@ def folder_repo(tmp_path_factory, mirror_manifest, faces_mirror) -> tuple[Path, 
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@example.org")
     env.pop("LEAM_FACES_MIRROR", None)
-    _run(["git", "init", "-q"], root, env)
+    run(["git", "init", "-q"], root, env)
     (root / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "scratch"], root, env)
-    _run(["dvc", "repro", *TARGETS], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "scratch"], root, env)
+    run(["dvc", "repro", *TARGETS], root, env)
     return root, photos, env
 
 
@@ -127,7 +112,7 @@ def test_every_stage_accounts_for_every_photo(folder_repo):
 
 def test_a_new_photo_in_the_folder_reruns_faces_and_everything_after_it(folder_repo, faces_mirror):
     root, photos, env = folder_repo
-    status = json.loads(_run(["dvc", "status", "--json", "--with-deps", *TARGETS], root, env).strip().splitlines()[-1])
+    status = json.loads(run(["dvc", "status", "--json", "--with-deps", *TARGETS], root, env).strip().splitlines()[-1])
     assert status == {"inputs": ["always changed"]}, status
     before = json.loads((root / "metrics/data.json").read_text())
 
@@ -135,7 +120,7 @@ def test_a_new_photo_in_the_folder_reruns_faces_and_everything_after_it(folder_r
     present = {p.name for p in (photos / identity).iterdir()}
     extra = next(p for p in sorted((faces_mirror / "images" / identity).iterdir()) if p.name not in present)
     shutil.copyfile(extra, photos / identity / extra.name)
-    out = _run(["dvc", "repro", *TARGETS], root, env)
+    out = run(["dvc", "repro", *TARGETS], root, env)
     ran = [stage for stage in DOWNSTREAM if f"Running stage '{stage}'" in out]
     assert ran == list(DOWNSTREAM), (sorted(set(DOWNSTREAM) - set(ran)), out[-3000:])
     assert "Running stage 'weights'" not in out
