@@ -65,20 +65,23 @@ def model_symmetry(name: str, config: Config, frames, landmarks, labels, index: 
     references = core.reference_embeddings(plan, embeddings)
     rows = plan.row.to_numpy()
     names = [*layers, "overall"]
+    geometries = {placement: core.frame_geometries(model, spec, layers, placement, *probe, padding)
+                  for placement in PLACEMENTS}  # measured once per model, as the leam stage does
+
+    def maps_of(images, points, refs, placement) -> torch.Tensor:
+        """Layer maps plus the overall map (N, L + 1, S, S) under one placement."""
+        result = core.frame_leam_maps(model, spec, images, points, refs, layers, padding, config.leam.sign,
+                                      config.leam.negative_activations, placement, geometries[placement])
+        return torch.cat([result.maps, core.overall_map(result.maps, config.leam.overall)[:, None]], dim=1)
+
     out = []
     for start in tqdm(range(0, len(rows), batch), desc=f"symmetry {name}", unit="batch"):
         chunk, refs = rows[start:start + batch], references[start:start + batch]
         sides = region_sides(labels[chunk], landmarks[chunk])
         mirrored, mirrored_points = mirror_faces(frames[chunk], landmarks[chunk])
         for placement in PLACEMENTS:
-            geometries = core.frame_geometries(model, spec, layers, placement, *probe, padding)
-
-            def maps_of(images, points):
-                result = core.frame_leam_maps(model, spec, images, points, refs, layers, padding, config.leam.sign,
-                                              config.leam.negative_activations, placement, geometries)
-                return torch.cat([result.maps, core.overall_map(result.maps, config.leam.overall)[:, None]], dim=1)
-            maps = maps_of(frames[chunk], landmarks[chunk])
-            flipped_back = maps_of(mirrored, mirrored_points).flip(-1)
+            maps = maps_of(frames[chunk], landmarks[chunk], refs, placement)
+            flipped_back = maps_of(mirrored, mirrored_points, refs, placement).flip(-1)
             bias = ((horizontal_centroid(maps) - horizontal_centroid(flipped_back)) / 2).numpy()
             n, count, size = maps.shape[0], maps.shape[1], maps.shape[-1]
             top = top_fraction_mask(maps.reshape(n * count, size, size), config.threshold).reshape(maps.shape)
@@ -91,8 +94,7 @@ def model_symmetry(name: str, config: Config, frames, landmarks, labels, index: 
                         record[f"{pair}_left"], record[f"{pair}_right"] = shares[pair][i, j]
                     out.append(record)
     frame = pd.DataFrame(out)
-    grids = {layer: geometry.grid[0] for layer, geometry in
-             core.cached_geometries(model, layers, spec.input_size, "receptive_field").items()}
+    grids = {layer: geometry.grid[0] for layer, geometry in geometries["receptive_field"].items()}
     frame.insert(3, "grid", frame.layer.map(grids).fillna(0).astype(int))
     return frame
 

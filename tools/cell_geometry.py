@@ -21,12 +21,7 @@ from leam import core
 from leam.config import load_config
 from leam.io import read_aligned
 from leam.models.registry import available_models, get_spec
-from leam.placement import centred_geometry, gradient_centroid, trace_cell_geometry
-
-
-def central_cells(grid: tuple[int, int]) -> list[tuple[int, int]]:
-    h, w = grid
-    return [(r, c) for r in sorted({(h - 1) // 2, h // 2}) for c in sorted({(w - 1) // 2, w // 2})]
+from leam.placement import central_cells, centred_geometry, gradient_centroid, trace_cell_geometry
 
 
 def main() -> None:
