@@ -104,7 +104,7 @@ def test_torch_equals_tfjs_on_real_faces(name, human_weights, faces, tmp_path):
     assert len(inputs) >= 10
     with torch.no_grad():
         ours = model(inputs).numpy()
-    graph_input = (inputs * model.input_scale).permute(0, 2, 3, 1).contiguous().numpy().astype("<f4")
+    graph_input = (inputs / model.normalisation.std).permute(0, 2, 3, 1).contiguous().numpy().astype("<f4")
     graph_input.tofile(tmp_path / "x.f32")
     start = time.perf_counter()
     subprocess.run(["node", str(REFERENCE / "run_graph.js"), "--model", str(human_weights / "human" / f"{name}.json"),

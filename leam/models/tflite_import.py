@@ -206,7 +206,7 @@ def tflite_module(buffer: bytes, normalisation: g.PixelNormalisation, taps: dict
             keep = bool(options.KeepDims()) if options else False
             if rank[ins[0]] == 4 and not keep and sorted(axes) != [1, 2]:
                 raise LeamError(f"{where}: only spatial means (axes 1, 2) of 4-D values are supported")
-            module = g.Mean([_NCHW_AXIS[a] for a in axes] if rank[ins[0]] == 4 else axes, keep)
+            module = g.Reduce([_NCHW_AXIS[a] for a in axes] if rank[ins[0]] == 4 else axes, keep)
             live = live[:1]
         elif kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             options = _options(tflite, op, "Pool2DOptions")

@@ -1,4 +1,4 @@
-"""The TF.js graph executor on tiny generated graphs, against independent numpy computations in NHWC."""
+"""The TF.js importer on tiny generated graphs, against independent numpy computations in NHWC."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from leam.errors import LeamError
-from leam.models.tfjs import TfjsGraphModule, same_padding
+from leam.models.graph import same_padding
+from leam.models.tfjs_import import tfjs_module
 
 
 def _s(text: str) -> dict:
@@ -91,7 +92,7 @@ def test_conv2d_same_stride2_matches_reference_with_asymmetric_padding():
     model, weights = _graph([_placeholder(8, 8, 3),
                              {"name": "conv", "op": "Conv2D", "input": ["x", "k"], "attr": _conv_attrs(2)}],
                             {"k": kernel})
-    module = TfjsGraphModule(model, weights, "conv")
+    module = tfjs_module(model, weights, "conv")
     got = _nhwc(module(_nchw(x)))
     want = _conv_ref(x, kernel, 2)
     assert got.shape == (2, 4, 4, 5)
@@ -109,7 +110,7 @@ def test_depthwise_multiplier_and_fused_prelu_match_reference():
     alpha = rng.uniform(0.1, 0.5, size=(8,)).astype(np.float32)
     node = {"name": "dw", "op": "FusedDepthwiseConv2dNative", "input": ["x", "k", "b", "a"],
             "attr": _conv_attrs(2, fused=("BiasAdd", "Prelu"), num_args=2)}
-    module = TfjsGraphModule(*_graph([_placeholder(6, 6, 4), node], {"k": kernel, "b": bias, "a": alpha}), "dw")
+    module = tfjs_module(*_graph([_placeholder(6, 6, 4), node], {"k": kernel, "b": bias, "a": alpha}), "dw")
     pre = _depthwise_ref(x, kernel, 2) + bias
     want = np.where(pre >= 0, pre, pre * alpha)
     np.testing.assert_allclose(_nhwc(module(_nchw(x))), want, atol=1e-5)
@@ -136,10 +137,10 @@ def test_fused_conv_relu_mean_reshape_and_fused_matmul_match_reference():
     ]
     weights = {"k": kernel, "b": bias, "axes": np.array([1, 2], np.int32), "d": dense, "db": dense_bias,
                "shape": np.array([-1, 36], np.int32), "f": flat}
-    module = TfjsGraphModule(*_graph(nodes, weights), "fc")
+    module = tfjs_module(*_graph(nodes, weights), "fc")
     conv = np.maximum(_conv_ref(x, kernel, 2) + bias, 0)
     got = module.run(_nchw(x), ["fc", "conv"])
-    got["proj"] = TfjsGraphModule(*_graph(nodes, weights), "proj")(_nchw(x))
+    got["proj"] = tfjs_module(*_graph(nodes, weights), "proj")(_nchw(x))
     np.testing.assert_allclose(_nhwc(got["conv"]), conv, atol=1e-5)
     np.testing.assert_allclose(got["fc"].numpy(), conv.mean((1, 2)) @ dense + dense_bias, atol=1e-5)
     np.testing.assert_allclose(got["proj"].numpy(), conv.reshape(3, -1) @ flat, atol=1e-4)
@@ -156,7 +157,7 @@ def test_constants_broadcast_and_pad_follow_nhwc_semantics():
              {"name": "pad", "op": "Pad", "input": ["lo", "p"], "attr": {}}]
     weights = {"c": np.array(0.5, np.float32), "s": scale, "six": np.array(1.0, np.float32),
                "p": np.array([[0, 0], [1, 2], [0, 1], [0, 0]], np.int32)}
-    module = TfjsGraphModule(*_graph(nodes, weights), "pad")
+    module = tfjs_module(*_graph(nodes, weights), "pad")
     want = np.pad(np.minimum(scale * (x - 0.5), 1.0), [(0, 0), (1, 2), (0, 1), (0, 0)])
     np.testing.assert_allclose(_nhwc(module(_nchw(x))), want, atol=1e-6)
 
@@ -168,7 +169,7 @@ def test_gradients_reach_a_tapped_intermediate_activation():
              {"name": "conv", "op": "Conv2D", "input": ["x", "k"], "attr": _conv_attrs(2)},
              {"name": "act", "op": "Relu", "input": ["conv"], "attr": {}},
              {"name": "out", "op": "Mean", "input": ["act", "axes"], "attr": {"keep_dims": {"b": False}}}]
-    module = TfjsGraphModule(*_graph(nodes, {"k": kernel, "axes": np.array([1, 2], np.int32)}), "out",
+    module = tfjs_module(*_graph(nodes, {"k": kernel, "axes": np.array([1, 2], np.int32)}), "out",
                              taps={"block1": "conv"})
     assert all(not p.requires_grad for p in module.parameters())
     seen = {}
@@ -190,9 +191,9 @@ def test_gradients_reach_a_tapped_intermediate_activation():
 def test_unsupported_op_and_bad_tap_are_one_line_errors():
     nodes = [_placeholder(4, 4, 1), {"name": "y", "op": "NonMaxSuppressionV5", "input": ["x"], "attr": {}}]
     with pytest.raises(LeamError, match="unsupported TF.js op 'NonMaxSuppressionV5'"):
-        TfjsGraphModule(*_graph(nodes, {}), "y")
+        tfjs_module(*_graph(nodes, {}), "y")
     ok = [_placeholder(4, 4, 1), {"name": "y", "op": "Relu", "input": ["x"], "attr": {}}]
     with pytest.raises(LeamError, match="tap name 'a.b'"):
-        TfjsGraphModule(*_graph(ok, {}), "y", taps={"a.b": "y"})
+        tfjs_module(*_graph(ok, {}), "y", taps={"a.b": "y"})
     with pytest.raises(LeamError, match="not in the graph"):
-        TfjsGraphModule(*_graph(ok, {}), "missing")
+        tfjs_module(*_graph(ok, {}), "missing")
