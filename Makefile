@@ -8,8 +8,9 @@ BIN := $(VENV)/bin
 LEAM_FACES_MIRROR ?= $(firstword $(wildcard $(abspath ../shared/faces)))
 export LEAM_FACES_MIRROR
 export PATH := $(abspath $(BIN)):$(PATH)
-# Keep BLAS/torch from oversubscribing the two cores when stages run worker processes.
-export OMP_NUM_THREADS ?= 2
+# torch/BLAS threads = the cores this machine gives us, not a constant (align's worker processes run dlib,
+# which is single-threaded). Override with OMP_NUM_THREADS=... make repro.
+export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: repro test venv browser benchmarks plots clean-venv
 

@@ -200,19 +200,22 @@ def embed_frames(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmark
 def frame_leam_maps(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
                     references: torch.Tensor, layers: Sequence[str], frame_padding: float,
                     sign: str = "supports_match", negative_activations: str = "relu",
-                    placement: str = "receptive_field",
-                    geometries: Mapping[str, CellGeometry] | None = None) -> LeamMaps:
+                    placement: str | Mapping[str, CellGeometry] | None = "receptive_field") -> LeamMaps:
     """LEAM maps in the analysis frame: frames (N, S, S, 3) uint8 -> maps (N, L, S, S) float32.
 
     The frames go to the model input through ``spec.input_warp`` and the maps come back through its
-    inverse (``leam.frame.input_to_frame``); frame pixels the model never saw are 0. ``placement``
-    (``leam.placement``) says where each coarse cell lands (see :mod:`leam.placement`); ``geometries``
-    (from :func:`frame_geometries`) overrides it, as ``effective_field`` needs.
+    inverse (``leam.frame.input_to_frame``); frame pixels the model never saw are 0. ``placement`` says
+    where each coarse cell lands (:mod:`leam.placement`): the geometries :func:`frame_geometries` returns
+    (a mapping per layer; None = ``centred``), or the name of a placement that needs no probe faces
+    (``receptive_field``, ``centred``).
     """
+    if isinstance(placement, str):
+        if placement == "effective_field":
+            raise LeamError("placement=effective_field is measured on probe faces: pass "
+                            "core.frame_geometries(model, spec, layers, 'effective_field', frames, landmarks, padding)")
+        placement = cached_geometries(model, layers, spec.input_size, placement)
     inputs, matrices = to_model_input(spec, frames, landmarks, frame_padding)
-    if geometries is None:
-        geometries = cached_geometries(model, layers, spec.input_size, placement)
-    result = leam_maps(model, inputs, references, layers, sign, negative_activations, geometries)
+    result = leam_maps(model, inputs, references, layers, sign, negative_activations, placement)
     framed = input_to_frame(result.maps, matrices, int(np.asarray(frames).shape[1])).clamp_min_(0.0)
     return LeamMaps(maps=framed, cosine=result.cosine, layers=result.layers)
 

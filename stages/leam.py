@@ -131,7 +131,7 @@ def main(args: argparse.Namespace) -> None:
     for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {args.model}", unit="batch"):
         rows = image_rows[start:start + batch_size]
         result = core.frame_leam_maps(model, spec, frames[rows], landmarks[rows], references[start:start + batch_size],
-                                      layers, frame_padding, sign, negative, cfg.placement, geometries)
+                                      layers, frame_padding, sign, negative, geometries)
         stored = core.area_downsample(result.maps, grid)
         stored = torch.cat([stored, core.overall_map(stored, overall_policy)[:, None]], dim=1)
         maps[start:start + len(rows)] = stored.numpy()

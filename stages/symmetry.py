@@ -71,7 +71,7 @@ def model_symmetry(name: str, config: Config, frames, landmarks, labels, index: 
     def maps_of(images, points, refs, placement) -> torch.Tensor:
         """Layer maps plus the overall map (N, L + 1, S, S) under one placement."""
         result = core.frame_leam_maps(model, spec, images, points, refs, layers, padding, config.leam.sign,
-                                      config.leam.negative_activations, placement, geometries[placement])
+                                      config.leam.negative_activations, geometries[placement])
         return torch.cat([result.maps, core.overall_map(result.maps, config.leam.overall)[:, None]], dim=1)
 
     out = []

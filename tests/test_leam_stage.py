@@ -98,7 +98,7 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     geometries = core.frame_geometries(model, spec, spec.layers, info["placement"], frames[probe], landmarks[probe],
                                        FRAME_PADDING)
     again = core.frame_leam_maps(model, spec, frames[[0]], landmarks[[0]], reference, spec.layers, FRAME_PADDING,
-                                 placement=info["placement"], geometries=geometries)
+                                 placement=geometries)
     if geometries is not None:  # layers.json records where every layer's cells were placed
         assert info["cells"]["stem"]["centre_0"] == [round(geometries["stem"].y.centre(0), 4),
                                                      round(geometries["stem"].x.centre(0), 4)]

@@ -82,10 +82,12 @@ class _Normalise(nn.Module):
         self.register_buffer("mean", torch.as_tensor(spec.mean, dtype=torch.float32).reshape(1, -1, 1, 1))
         self.register_buffer("std", torch.as_tensor(spec.std, dtype=torch.float32).reshape(1, -1, 1, 1))
 
+        self.identity = bool((self.mean == 0).all() and (self.std == 1).all())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.flip:
             x = x.flip(1)
-        return (x - self.mean) / self.std
+        return x if self.identity else (x - self.mean) / self.std
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -449,6 +451,9 @@ class GraphModule(nn.Module):
                 raise LeamError(f"tap {tap!r}: value {value!r} is not computed by the graph")
             self._tap_of[value] = tap
             self.add_module(tap, nn.Identity())
+        last_use = {name: k for k, node in enumerate(self.nodes) for name in node.inputs}
+        self._last_uses = tuple(tuple(name for name in node.inputs if last_use[name] == k)
+                                for k, node in enumerate(self.nodes))
         self.requires_grad_(False)
         self.eval()
 
@@ -460,14 +465,18 @@ class GraphModule(nn.Module):
         x = self.normalise(x)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        wanted = list(names) if names else [self.output_name]
+        keep = set(wanted)
         values: dict[str, torch.Tensor] = {self.input_name: x}
-        for node in self.nodes:
+        for node, done in zip(self.nodes, self._last_uses):
             out = self.ops[node.key](*[values[name] for name in node.inputs])
             tap = self._tap_of.get(node.output)
             if tap is not None:
                 out = getattr(self, tap)(out)
             values[node.output] = out
-        wanted = list(names) if names else [self.output_name]
+            for name in done:  # free what no later node reads (forward-only passes hold less memory)
+                if name not in keep:
+                    values.pop(name, None)
         missing = [name for name in wanted if name not in values]
         if missing:
             raise LeamError(f"value(s) {', '.join(map(repr, missing[:5]))} are not computed by this graph")
