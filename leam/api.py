@@ -89,7 +89,7 @@ class LEAM:
     """
 
     def __init__(self, model: nn.Module, layers: str | Sequence[str], sign: str = "supports_match",
-                 negative_activations: str = "relu", placement: str = "receptive_field",
+                 negative_activations: str = "keep", placement: str = "receptive_field",
                  objective: str = "cosine", probe_images: torch.Tensor | None = None) -> None:
         check_choice("objective", objective, OBJECTIVES)
         check_choice("sign", sign, SIGNS)

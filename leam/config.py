@@ -159,6 +159,9 @@ class WeightsParams(_Group):
 class VerificationParams(_Group):
     batch_size: int = Field(32, ge=1, description="images per forward pass when embedding")
     max_different_pairs: int = Field(50_000, ge=0, description="seeded sample of different-identity pairs; 0 = all")
+    min_auc: float = Field(0.9, ge=0.5, le=1.0, description="verification bar: a model whose cosine AUC on the data "
+                                                             "is below it is flagged (verifies: false) in "
+                                                             "metrics/models.json and the report")
 
 
 class LeamParams(_Group):
@@ -171,7 +174,8 @@ class LeamParams(_Group):
     sign: Literal["supports_match", "opposes_match"] = Field(
         "supports_match", description="gradient of +cos (what supports the match) or of -cos (what opposes it)")
     negative_activations: Literal["relu", "abs", "keep"] = Field(
-        "relu", description="what is applied to activations before weighting")
+        "keep", description="what is applied to activations before weighting: keep (LayerCAM's raw activations, "
+                            "the paper's definition), relu (positive evidence only) or abs")
     layers: Annotated[dict[Name, Names], _Hint("a mapping model -> list of unique layer names, e.g. "
                                                "{dlib_resnet: [stem, layer3.0]}")] = Field(
         default_factory=dict, description="per-model LEAM layers, e.g. {dlib_resnet: [stem, layer3.0]}; a model "

@@ -8,10 +8,10 @@ same person). Its score is the cosine similarity ``s = cos(f(x), r)``; the paper
     weight = ReLU(-ds/dA)   sign="opposes_match"   (what pulls x away from r)
     map    = ReLU(sum_c weight_c * A'_c)            (N, h, w)
 
-``A'`` is ``A`` after ``negative_activations``: ``relu`` (default: only positive evidence counts, as in
-LayerCAM where activations follow a ReLU), ``abs`` (a strongly negative response is evidence too; IResNet
-blocks end without a ReLU, so their outputs are signed) or ``keep`` (signed activations; the outer ReLU
-then drops pixels whose signed sum is negative).
+``A'`` is ``A`` after ``negative_activations``: ``keep`` (default, LayerCAM as published: the raw, possibly
+signed activations; the outer ReLU drops pixels whose signed sum is negative), ``relu`` (only positive
+evidence counts) or ``abs`` (a strongly negative response is evidence too). They differ only on layers
+whose outputs can be negative (IResNet blocks and MobileFace's layers end without a ReLU).
 
 ``r`` must not be ``f(x)`` itself: ``cos(e, e)`` is 1 for every ``e``, so its gradient is zero.
 
@@ -67,7 +67,7 @@ def cosine_objective(embeddings: torch.Tensor, references: torch.Tensor) -> torc
 
 
 def layer_map(activation: torch.Tensor, gradient: torch.Tensor, sign: str = "supports_match",
-              negative_activations: str = "relu") -> torch.Tensor:
+              negative_activations: str = "keep") -> torch.Tensor:
     """The LEAM formula for one layer: (N, C, h, w) activations and ds/dA -> (N, h, w) map."""
     check_choice("leam.sign", sign, SIGNS)
     check_choice("leam.negative_activations", negative_activations, NEGATIVE_ACTIVATIONS)
@@ -119,7 +119,7 @@ def _captured(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, tor
 
 
 def leam_maps(model: nn.Module, images: torch.Tensor, references: torch.Tensor, layers: Sequence[str],
-              sign: str = "supports_match", negative_activations: str = "relu",
+              sign: str = "supports_match", negative_activations: str = "keep",
               geometries: Mapping[str, CellGeometry] | None = None) -> LeamMaps:
     """LEAM maps of every layer on the model input grid from one forward and one backward pass.
 
@@ -199,7 +199,7 @@ def embed_frames(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmark
 
 def frame_leam_maps(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
                     references: torch.Tensor, layers: Sequence[str], frame_padding: float,
-                    sign: str = "supports_match", negative_activations: str = "relu",
+                    sign: str = "supports_match", negative_activations: str = "keep",
                     placement: str | Mapping[str, CellGeometry] | None = "receptive_field") -> LeamMaps:
     """LEAM maps in the analysis frame: frames (N, S, S, 3) uint8 -> maps (N, L, S, S) float32.
 

@@ -4,7 +4,8 @@ Reads data/aligned/{frames.npy, landmarks.npy, index.csv} and the converted weig
 writes, for every model in the top-level `models` list:
   data/embeddings/<model>.npy   float32 (N, embedding_dim), rows of data/aligned/index.csv
   metrics/models.json           per model: AUC (cosine, Euclidean), mean same/different cosine, accuracy at
-                                the published Euclidean threshold (dlib: 0.6), and the same per gender
+                                the published Euclidean threshold (dlib: 0.6), the same per gender, and
+                                `verifies` (AUC >= verification.min_auc; a warning names models below it)
   data/models_eval/pairs.csv    the evaluated pairs with each model's cosine and Euclidean distance
 
 Pairs: every same-identity pair and all different-identity pairs, or a seeded sample of
@@ -90,6 +91,12 @@ def main(args: argparse.Namespace) -> None:
         save_npy_atomic(Path(args.embeddings) / f"{name}.npy", embeddings)
         metrics[name] = {"images": len(index), **evaluate(embeddings, pairs, index.gender.to_numpy(),
                                                             spec.verification_threshold)}
+        metrics[name]["min_auc"] = config.verification.min_auc
+        metrics[name]["verifies"] = bool(metrics[name]["auc_cosine"] >= config.verification.min_auc)
+        if not metrics[name]["verifies"]:
+            log.warning("%s: AUC %.3f is below verification.min_auc=%.2f: it barely tells people apart on this data, "
+                        "so its maps and occlusion drops say little (flagged in metrics/models.json)",
+                        name, metrics[name]["auc_cosine"], config.verification.min_auc)
         table[f"cosine_{name}"], table[f"euclidean_{name}"] = pair_scores(embeddings, pairs.a.to_numpy(),
                                                                           pairs.b.to_numpy())
         log.info("%s: %d images, AUC cosine %.4f, %s", name, len(index), metrics[name]["auc_cosine"],

@@ -72,7 +72,7 @@ def tiny_batch(n: int = 3, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 # --- the obviously correct reference: one image, one layer, explicit formula -------------------------------
 
 def reference_map(model: nn.Module, image: torch.Tensor, reference: torch.Tensor, layer: str,
-                  sign: str = "supports_match", negative: str = "relu") -> torch.Tensor:
+                  sign: str = "supports_match", negative: str = "keep") -> torch.Tensor:
     """(3, s, s) image, (D,) reference -> (s, s) map via a plain hook and torch.autograd.grad."""
     captured = {}
     handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: captured.__setitem__("A", o))
