@@ -53,6 +53,7 @@ def main(args: argparse.Namespace) -> None:
     parsed_row = dict(zip(index.image_id[index.parsed.astype(bool)], index.row[index.parsed.astype(bool)]))
 
     tables, exclusions, counts = [], [], {}
+    fractions_of: dict[tuple[bytes, int], np.ndarray] = {}  # models share photos and grid: compute once
     for model in tqdm(models, desc="correlate", disable=args.no_progress):
         maps, layer_info, meta = read_leam_outputs(Path(args.leam_dir), model)
         layers = list(layer_info["layers"])
@@ -62,7 +63,10 @@ def main(args: argparse.Namespace) -> None:
                             f"come from the same aligned set?")
         keep = np.flatnonzero(has_labels)
         rows = np.array([parsed_row[image_id] for image_id in meta.image_id[keep]], dtype=np.int64)
-        fractions = label_fractions(np.asarray(labels[rows]), maps.shape[2])
+        key = (rows.tobytes(), int(maps.shape[2]))
+        if key not in fractions_of:
+            fractions_of[key] = label_fractions(np.asarray(labels[rows]), maps.shape[2])
+        fractions = fractions_of[key]
         shares, valid = class_shares(np.asarray(maps[keep]), fractions, thresholds)
         table = tidy_shares(shares, fractions.mean(axis=1), meta.iloc[keep], model, layers, thresholds,
                             classes.get("available", []))
