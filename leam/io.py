@@ -157,19 +157,20 @@ def read_json_checked(path: str | os.PathLike, required_keys=(), *, stage: str |
     return document
 
 
-def read_aligned(folder: str | os.PathLike, frame_size: int | None = None
+def read_aligned(folder: str | os.PathLike, frame_size: int | None = None, columns=()
                  ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """The align stage's outputs (docs/ARCHITECTURE.md), checked against each other.
 
     Returns the index, frames (N, S, S, 3) uint8 memory-mapped, and landmarks (N, 68, 2) in frame pixels.
-    ``frame_size`` additionally requires S to match ``align.frame_size``.
+    ``frame_size`` additionally requires S to match ``align.frame_size``; ``columns`` names further index
+    columns a stage needs (a ``row`` column must index the arrays).
     """
     folder = Path(folder)
     paths = {name: folder / name for name in ("index.csv", "frames.npy", "landmarks.npy")}
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
         raise LeamError(f"missing aligned data: {', '.join(missing)} (run `dvc repro align`)")
-    index = read_csv_checked(paths["index.csv"], ("image_id", "identity"), stage="align",
+    index = read_csv_checked(paths["index.csv"], ("image_id", "identity", *columns), stage="align",
                              dtype={"image_id": str, "identity": str})
     frames = load_npy(paths["frames.npy"], mmap_mode="r", stage="align")
     landmarks = load_npy(paths["landmarks.npy"], stage="align")
@@ -183,7 +184,38 @@ def read_aligned(folder: str | os.PathLike, frame_size: int | None = None
     if len(index) != len(frames):
         raise LeamError(f"aligned data disagree: {len(frames)} frames, {len(landmarks)} landmarks, "
                         f"{len(index)} index rows")
+    if "row" in index.columns and len(index) and (index["row"].min() < 0 or index["row"].max() >= len(frames)):
+        raise LeamError(f"{paths['index.csv']} has rows outside 0..{len(frames) - 1}")
     return index, frames, landmarks
+
+
+FLOAT16_TINY = float(np.finfo(np.float16).tiny)
+"""6.1e-05: stored map values below this are subnormal float16 (fewer significant bits)."""
+
+
+def write_leam_outputs(folder: str | os.PathLike, maps: np.ndarray, record: dict, meta: pd.DataFrame,
+                       discards: pd.DataFrame) -> int:
+    """Write one model's leam-stage outputs, the files :func:`read_leam_outputs` reads; returns the number of
+    layer maps whose peak is faint in float16 (below ``FLOAT16_TINY`` of their layer's peak).
+
+    maps: (N, L+1, G, G) float32, the last map the overall one. Raw magnitudes differ by orders of magnitude
+    between models (mobilefacenet peaks near 1e-6, below float16's normal range), so each layer is stored
+    divided by one constant, its peak over all images: raw = stored * scale[layer] (``scale`` in
+    layers.json). Every consumer (top-t ranks, shares, normalised distributions, CVs) is invariant to a
+    per-layer constant, and float16 keeps ~3 significant digits relative to the peak.
+    """
+    folder = Path(folder)
+    peaks = maps.max(axis=(0, 2, 3)).astype(np.float64)
+    scale = np.where(peaks > 0, peaks, 1.0)
+    stored = (maps / scale[None, :, None, None].astype(np.float32)).astype(np.float16)
+    layer_peaks = stored[:, :-1].max(axis=(-2, -1))
+    faint = int(((layer_peaks > 0) & (layer_peaks < FLOAT16_TINY)).sum())
+    save_npy_atomic(folder / "maps.npy", stored)
+    write_json_atomic(folder / "layers.json", {**record, "scale": [float(v) for v in scale],
+                                               "scale_note": "raw map = stored value * scale[layer]"})
+    write_csv_atomic(folder / "meta.csv", meta)
+    write_csv_atomic(folder / "discards.csv", discards)
+    return faint
 
 
 def read_leam_outputs(leam_dir: str | os.PathLike, model: str) -> tuple[np.ndarray, dict, pd.DataFrame]:

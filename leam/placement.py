@@ -42,7 +42,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from leam.errors import LeamError, check_choice
 
 __all__ = ["PLACEMENTS", "AxisGeometry", "CellGeometry", "centred_geometry", "trace_cell_geometry",
-           "effective_geometry", "central_cells", "cached_geometries", "place_on_input", "gradient_support", "gradient_centroid"]
+           "effective_geometry", "central_cells", "cached_geometries", "cell_table", "place_on_input", "gradient_support", "gradient_centroid"]
 
 PLACEMENTS = ("effective_field", "receptive_field", "centred")
 
@@ -142,6 +142,15 @@ def cached_geometries(model: nn.Module, layers: Sequence[str], input_size: int, 
         else:
             per_model[key] = trace_cell_geometry(model, layers, input_size)
     return per_model[key]
+
+
+def cell_table(geometries: dict[str, CellGeometry] | None) -> dict | None:
+    """Where each layer's cell (0, 0) sits and the cell spacing, in model-input pixels (None = centred):
+    the record layers.json keeps of a run's placement."""
+    if geometries is None:
+        return None
+    return {name: {"grid": list(g.grid), "centre_0": [round(g.y.centre(0), 4), round(g.x.centre(0), 4)],
+                   "jump": [g.y.jump, g.x.jump]} for name, g in geometries.items()}
 
 
 def central_cells(grid: tuple[int, int]) -> list[tuple[int, int]]:

@@ -27,40 +27,11 @@ import torch
 
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.errors import LeamError
 from leam.io import read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic
-from leam.models.registry import available_models, get_spec, register_zoo
+from leam.models.registry import describe_models, get_spec, register_zoo
 from leam.models.verification import embed_frames, evaluate, pair_scores, sample_pairs
 
 log = logging.getLogger("leam.models")
-
-
-def layer_shapes(model: torch.nn.Module, layers, input_size: int) -> dict[str, tuple[int, ...]]:
-    """Output shape (C, h, w) of each named layer for one dummy input, via forward hooks."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = [model.get_submodule(name).register_forward_hook(
-        lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))) for name in layers]
-    try:
-        with torch.no_grad():
-            model(torch.full((1, 3, input_size, input_size), 128.0))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return shapes
-
-
-def list_models(weights_dir: Path) -> None:
-    for name in available_models():
-        spec = get_spec(name)
-        print(f"{name}: input {spec.input_size}x{spec.input_size}, embedding {spec.embedding_dim}"
-              f" - {spec.description}")
-        try:
-            model = spec.load(weights_dir)
-        except LeamError as exc:
-            print(f"  layers: {', '.join(spec.layers)} (shapes need weights: {exc})")
-            continue
-        for layer, shape in layer_shapes(model, spec.layers, spec.input_size).items():
-            print(f"  {layer:<12} {'x'.join(map(str, shape))}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -68,7 +39,7 @@ def main(args: argparse.Namespace) -> None:
     register_zoo(config.model_zoo)
     weights_dir = Path(args.weights)
     if args.list:
-        list_models(weights_dir)
+        print("\n".join(describe_models(weights_dir)))
         return
     names = config.models
     frame_size, padding = config.align.frame_size, config.align.padding

@@ -66,7 +66,7 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     spec = get_spec("dlib_resnet")
 
     assert list(info) == ["model", "layers", "grid", "frame_size", "sign", "negative_activations", "reference",
-                          "placement", "cells", "scale", "scale_note", "images_in", "dropped"]
+                          "placement", "cells", "images_in", "dropped", "scale", "scale_note"]
     assert info["placement"] == params_placement(workdir)
     scale = np.asarray(info["scale"], dtype=np.float32)
     assert scale.shape == (len(info["layers"]),) and (scale > 0).all()

@@ -24,7 +24,8 @@ from leam.errors import LeamError
 from leam.models import dlib_resnet, human_models, iresnet, npm_models
 from leam.models.spec import ModelSpec
 
-__all__ = ["FAMILIES", "ModelSpec", "available_models", "get_spec", "register", "register_zoo", "resolve_layers"]
+__all__ = ["FAMILIES", "ModelSpec", "available_models", "describe_models", "get_spec", "layer_shapes", "register",
+           "register_zoo", "resolve_layers"]
 
 FAMILIES = (dlib_resnet, human_models, npm_models, iresnet)
 """Built-in model families; each exposes ``SPECS`` (name -> ModelSpec) and imports nothing from here."""
@@ -99,3 +100,37 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
+
+
+def layer_shapes(model: nn.Module, layers, input_size: int) -> dict[str, tuple[int, ...]]:
+    """Output shape (C, h, w) of each named layer for one grey input, via forward hooks."""
+    import torch
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))) for name in layers]
+    try:
+        with torch.no_grad():
+            model(torch.full((1, 3, input_size, input_size), 128.0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shapes
+
+
+def describe_models(weights_dir) -> list[str]:
+    """Lines describing every registered model and its default LEAM layers, with their shapes where the
+    weights load (``--list`` of the models and leam stages)."""
+    lines = []
+    for name in available_models():
+        spec = get_spec(name)
+        lines.append(f"{name}: input {spec.input_size}x{spec.input_size}, embedding {spec.embedding_dim}"
+                     f" - {spec.description}")
+        try:
+            model = spec.load(weights_dir)
+        except LeamError as exc:
+            lines.append(f"  layers: {', '.join(spec.layers)} (shapes need weights: {exc})")
+            continue
+        for layer, shape in layer_shapes(model, spec.layers, spec.input_size).items():
+            lines.append(f"  {layer:<12} {'x'.join(map(str, shape))}")
+    return lines
