@@ -13,11 +13,11 @@ MobileFaceNet for the 112-px networks; ``symmetric`` times MobileNet-v1 with PyT
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn as nn
 
+from benchmarks.models import pass_seconds
 from leam.models import human_models, npm_models
 
 LOADERS = {name: human_models.load_human_model for name in ("faceres", "faceres-deep")} | \
@@ -81,18 +81,6 @@ def mobilefacenet(embedding: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def _once(model: nn.Module, images: torch.Tensor, backward: bool, channels_last: bool) -> float:
-    x = images.contiguous(memory_format=torch.channels_last) if channels_last else images.clone()
-    x.requires_grad_(backward)
-    start = time.perf_counter()
-    if backward:
-        model(x).sum().backward()
-    else:
-        with torch.no_grad():
-            model(x)
-    return time.perf_counter() - start
-
-
 def interleaved_best_ms(candidates: dict[str, tuple[nn.Module, bool]], images: torch.Tensor, backward: bool,
                         repeats: int) -> dict[str, float]:
     """Best-of-``repeats`` ms per image of each (model, channels_last input) candidate, timed round-robin
@@ -100,7 +88,7 @@ def interleaved_best_ms(candidates: dict[str, tuple[nn.Module, bool]], images: t
     best = {name: float("inf") for name in candidates}
     for attempt in range(repeats + 1):
         for name, (model, channels_last) in candidates.items():
-            elapsed = _once(model, images, backward, channels_last)
+            elapsed = pass_seconds(model, images, backward, channels_last)
             if attempt:
                 best[name] = min(best[name], elapsed)
     return {name: 1000.0 * value / len(images) for name, value in best.items()}

@@ -20,22 +20,24 @@ from leam.models.registry import available_models, get_spec
 log = logging.getLogger("leam.benchmarks.models")
 
 
+def pass_seconds(model: torch.nn.Module, images: torch.Tensor, backward: bool, channels_last: bool = False) -> float:
+    """Seconds of one forward (``backward``: forward + backward to the input) pass over ``images``."""
+    x = images.contiguous(memory_format=torch.channels_last) if channels_last else images.clone()
+    x.requires_grad_(backward)
+    start = time.perf_counter()
+    if backward:
+        model(x).sum().backward()
+    else:
+        with torch.no_grad():
+            model(x)
+    return time.perf_counter() - start
+
+
 def time_per_image(model: torch.nn.Module, size: int, batch: int, backward: bool, repeats: int) -> float:
     """Best-of-``repeats`` milliseconds per image, after one warm-up call."""
     images = torch.rand(batch, 3, size, size) * 255.0
-    best = float("inf")
-    for attempt in range(repeats + 1):
-        x = images.clone().requires_grad_(backward)
-        start = time.perf_counter()
-        if backward:
-            model(x).sum().backward()
-        else:
-            with torch.no_grad():
-                model(x)
-        elapsed = time.perf_counter() - start
-        if attempt:  # the first call warms caches and allocators
-            best = min(best, elapsed)
-    return 1000.0 * best / batch
+    times = [pass_seconds(model, images, backward) for _ in range(repeats + 1)]
+    return 1000.0 * min(times[1:]) / batch  # the first call warms caches and allocators
 
 
 def main() -> None:
