@@ -61,6 +61,22 @@ def write_csv_atomic(target: str | os.PathLike, frame: pd.DataFrame) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def write_png_atomic(target: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write an RGB uint8 image (H, W, 3) as PNG atomically; an image OpenCV cannot encode is one LeamError."""
+    import cv2
+
+    ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise LeamError(f"cannot encode {target} as PNG (image {getattr(rgb, 'shape', '?')})")
+    write_bytes_atomic(target, png.tobytes())
+    return Path(target)
+
+
+def example_name(image_id: str) -> str:
+    """File name of an example image: the image id with ``/`` as ``__``, plus ``.png``."""
+    return f"{str(image_id).replace('/', '__')}.png"
+
+
 def save_npy_atomic(target: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:

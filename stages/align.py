@@ -35,7 +35,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -140,12 +139,7 @@ def write_examples(folder: Path, kept: pd.DataFrame, frames, count: int) -> list
         stale.unlink()
     written = []
     for _, row in kept.groupby("identity", sort=True).head(1).head(count).iterrows():
-        target = folder / f"{row.image_id.replace('/', '__')}.png"
-        ok, png = cv2.imencode(".png", cv2.cvtColor(frames[int(row.row)], cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise LeamError(f"cannot encode example {target}")
-        io.write_bytes_atomic(target, png.tobytes())
-        written.append(target)
+        written.append(io.write_png_atomic(folder / io.example_name(row.image_id), frames[int(row.row)]))
     return written
 
 

@@ -27,6 +27,7 @@ import torch
 
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
+from leam.device import resolve_device
 from leam.io import read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic
 from leam.models.registry import describe_models, get_spec, register_zoo
 from leam.models.verification import embed_frames, evaluate, pair_scores, sample_pairs
@@ -47,7 +48,7 @@ def main(args: argparse.Namespace) -> None:
     max_different = config.verification.max_different_pairs
     seed = config.seed
     torch.manual_seed(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
 
     index, frames, landmarks = read_aligned(Path(args.aligned), frame_size)
     pairs = sample_pairs(index.identity.to_numpy(), seed=seed, max_different=max_different)

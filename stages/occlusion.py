@@ -31,16 +31,15 @@ import logging
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
-import torch
 
 from leam import occlusion as occ
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.errors import LeamError, check_choice
-from leam.io import read_aligned, read_leam_outputs, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from leam.device import resolve_device
+from leam.errors import LeamError
+from leam.io import example_name, read_aligned, read_leam_outputs, write_csv_atomic, write_json_atomic, write_png_atomic
 from leam.models.registry import get_spec, register_zoo
 from leam.topt import effective_thresholds
 
@@ -70,13 +69,6 @@ def _read_source(model: str, map_names: list[str]) -> tuple[pd.DataFrame, np.nda
     return meta, maps, {name: layers.index(name) for name in map_names if name in layers}
 
 
-def _device(choice: str) -> torch.device:
-    check_choice("occlusion.device", choice, ("auto", "cpu", "cuda"))
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise LeamError("occlusion.device=cuda but no CUDA device is visible; use auto or cpu")
-    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 def main(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     config = load_config(args.params)  # the whole file is validated before any work
@@ -91,7 +83,7 @@ def main(args: argparse.Namespace) -> None:
                        random_repeats=cfg.random_repeats, seed=config.seed)
     occ.Design(**design_args)  # validate params before any heavy work
     transfer = cfg.transfer
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device, "occlusion.device")
     batch_size = cfg.batch_size
 
     index, frames, landmarks = read_aligned(ALIGNED)
@@ -181,11 +173,7 @@ def _write_examples(frames_local, selection, frame_rows, local, guides, source, 
         image_id = selection.image_id[position]
         panel = occ.example_panel(frames_local[local[int(frame_rows[position])]], guides[source][map_name][position],
                                   image_id, threshold, seed, fill)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise LeamError(f"cannot encode example image for {image_id}")
-        name = image_id.replace("/", "__")
-        write_bytes_atomic(OUT / "examples" / f"{name}.png", png.tobytes())
+        write_png_atomic(OUT / "examples" / example_name(image_id), panel)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,14 +30,13 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
 from leam.errors import LeamError
-from leam.io import read_aligned, save_npy_atomic, write_bytes_atomic, write_csv_atomic, write_json_atomic
+from leam.io import example_name, read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic, write_png_atomic
 from leam.parsing import class_table, label_overlay, parse_frames
 from leam.parsing.classes import CLASS_ID, REGIONS
 
@@ -68,11 +67,8 @@ def write_examples(out: Path, frames: np.ndarray, labels: np.ndarray, index: pd.
     chosen = index[kept].groupby("identity", sort=True).head(1).head(count)
     for _, row in chosen.iterrows():
         image = label_overlay(np.asarray(frames[row["row"]]), labels[row["row"]])
-        side_by_side = np.concatenate([np.asarray(frames[row["row"]]), image], axis=1)
-        ok, png = cv2.imencode(".png", cv2.cvtColor(side_by_side, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise LeamError(f"cannot encode example overlay for {row['image_id']}")
-        write_bytes_atomic(folder / f"{str(row['image_id']).replace('/', '__')}.png", png.tobytes())
+        write_png_atomic(folder / example_name(row["image_id"]),
+                         np.concatenate([np.asarray(frames[row["row"]]), image], axis=1))
     return len(chosen)
 
 
