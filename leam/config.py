@@ -29,8 +29,9 @@ from __future__ import annotations
 import difflib
 import os
 import sys
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -92,15 +93,42 @@ class _Group(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ groups
 class ZooEntry(_Group):
-    """One user IResNet checkpoint in the insightface ``arcface_torch`` layout."""
+    """One network of yours: an IResNet checkpoint (insightface ``arcface_torch`` layout) or an ONNX, TFLite
+    or TF.js graph file, with the input it expects (leam.models.zoo)."""
 
-    arch: Literal[IRESNET_ARCHS] = Field(
-        description="IResNet depth of the checkpoint")
+    format: Literal["arcface_torch", "onnx", "tflite", "tfjs"] = Field(
+        "arcface_torch", description="file format: arcface_torch state dict, .onnx, .tflite or TF.js model.json")
+    arch: Literal[IRESNET_ARCHS] | None = Field(None, description="arcface_torch: IResNet depth of the checkpoint")
     path_or_url: Name = Field(description="local path (relative to the repository root) or http(s)/file URL of "
-                                          "the state dict (backbone.pth)")
-    sha256: Sha256 = Field(description="sha256 of the checkpoint file, checked before it is loaded")
-    layers: Names = Field(default_factory=list, description="LEAM layers (submodule names); empty = the "
-                                                            "stem and two block outputs per resolution stage")
+                                          "the file (backbone.pth, model.onnx, model.tflite, model.json)")
+    sha256: Sha256 = Field(description="sha256 of the file, checked before it is loaded")
+    layers: Names = Field(default_factory=list, description="LEAM layers: submodule names (arcface_torch) or graph "
+                                                            "value names; empty = one per spatial resolution")
+    input_size: int = Field(112, ge=16, le=1024, description="graph formats: square input side in pixels")
+    embedding_dim: int | None = Field(None, ge=1, description="graph formats: length of the embedding the file "
+                                                              "outputs (checked when it loads)")
+    channel_order: Literal["RGB", "BGR"] = Field("RGB", description="graph formats: channel order of the input")
+    mean: float | list[float] = Field(127.5, description="graph formats: subtracted from 0..255 pixels (one value "
+                                                         "or one per channel)")
+    std: float | list[float] = Field(128.0, description="graph formats: divides after the mean (0..255 units)")
+    output: str = Field("", description="graph formats: the embedding value (tfjs: required; onnx/tflite: empty = "
+                                        "the graph's output)")
+
+    @model_validator(mode="after")
+    def _format_needs(self) -> "ZooEntry":
+        if self.format == "arcface_torch" and self.arch is None:
+            raise ValueError("format arcface_torch needs arch (one of: " + ", ".join(IRESNET_ARCHS) + ")")
+        if self.format != "arcface_torch" and self.embedding_dim is None:
+            raise ValueError(f"format {self.format} needs embedding_dim (the length of the file's output)")
+        if self.format == "tfjs" and not self.output:
+            raise ValueError("format tfjs needs output (the embedding node's name in model.json)")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if isinstance(value, list) and len(value) != 3:
+                raise ValueError(f"{key} must be one number or three (one per channel), got {value}")
+        if (self.std if isinstance(self.std, list) else [self.std]).count(0):
+            raise ValueError("std must not be 0")
+        return self
 
 
 class DataParams(_Group):
@@ -304,8 +332,9 @@ class Config(_Group):
                                                   "(0.01 = top 1%)")
     seed: int = Field(0, ge=0, description="every random choice (sampling, pairs, random occlusion) derives from it")
     model_zoo: dict[Name, ZooEntry] = Field(
-        default_factory=dict, description="your IResNet checkpoints, e.g. {arcface_r100: {arch: iresnet100, "
-                                          "path_or_url: /path/backbone.pth, sha256: <hex>}}; then add the name to "
+        default_factory=dict, description="your networks, e.g. {arcface_r100: {arch: iresnet100, path_or_url: "
+                                          "/path/backbone.pth, sha256: <hex>}} or {mine: {format: onnx, path_or_url: "
+                                          "model.onnx, sha256: <hex>, embedding_dim: 512}}; then add the name to "
                                           "models")
     models: Annotated[Names, Field(min_length=1)] = Field(
         ["dlib_resnet", "faceres", "faceres-deep", "mobileface", "faceplugin_mfn", "expo_mfn"],
@@ -460,6 +489,10 @@ def describe_type(annotation: Any, metadata: list | None = None) -> str:
     if hint:
         return hint
     origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):  # X | None, float | list[float]
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        words = " or ".join(describe_type(a) for a in options)
+        return words + (" (or empty)" if len(options) < len(get_args(annotation)) else "")
     if origin is Literal:
         return "one of: " + ", ".join(map(str, get_args(annotation)))
     if annotation is bool:
@@ -589,8 +622,13 @@ def describe_schema(width: int = 100) -> str:
         lines.append(f"{indent}{key}  [{describe_type(field.annotation, list(field.metadata))}]  default: {default}")
         lines += textwrap.wrap(field.description or "", width=width, initial_indent=indent + "    ",
                                subsequent_indent=indent + "    ")
-    zoo_fields = [f"    {name}  [{describe_type(f.annotation, list(f.metadata))}]"
-                  f"{'' if f.is_required() else '  default: []'}  {f.description}"
+    def zoo_default(f) -> str:
+        if f.is_required():
+            return ""
+        text = yaml.safe_dump(_default(f), default_flow_style=True, width=10_000).strip()
+        return "  default: " + text.removesuffix("\n...").removesuffix("...").strip()
+
+    zoo_fields = [f"    {name}  [{describe_type(f.annotation, list(f.metadata))}]{zoo_default(f)}  {f.description}"
                   for name, f in ZooEntry.model_fields.items()]
     lines += ["", "model_zoo.<name> entries:", *zoo_fields]
     return "\n".join(lines).lstrip("\n")

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from leam.errors import LeamError
 from leam.models import dlib_resnet, human_models, iresnet, npm_models
+from leam.models import zoo as user_networks
 from leam.models.spec import ModelSpec
 
 __all__ = ["FAMILIES", "ModelSpec", "available_models", "describe_models", "get_spec", "layer_shapes", "register",
@@ -55,8 +56,8 @@ def get_spec(name: str) -> ModelSpec:
 def register_zoo(zoo: Mapping[str, Any]) -> list[str]:
     """Register every entry of the validated ``model_zoo`` (``leam.config.Config.model_zoo``); returns new names.
 
-    Entries are ``leam.config.ZooEntry`` objects or plain mappings with ``arch``, ``path_or_url``,
-    ``sha256`` (and optional ``layers``), described by :func:`leam.models.iresnet.checkpoint_spec`. Stages
+    Entries are ``leam.config.ZooEntry`` objects or plain mappings (``format``, ``arch`` for IResNets,
+    ``path_or_url``, ``sha256``, the input spec, optional ``layers``), built by :func:`leam.models.zoo.zoo_spec`. Stages
     that load models call this explicitly with their config; nothing is read from ``params.yaml`` here.
     Re-registering the same entry is a no-op; a different one under a taken name is an error.
     """
@@ -66,10 +67,9 @@ def register_zoo(zoo: Mapping[str, Any]) -> list[str]:
     for name, entry in zoo.items():
         if hasattr(entry, "model_dump"):  # a validated leam.config.ZooEntry (duck-typed: no import of the config)
             entry = entry.model_dump()
-        if not isinstance(entry, Mapping) or "arch" not in entry:
-            raise LeamError(f"model_zoo.{name} must be a mapping with arch, path_or_url and sha256")
-        spec = iresnet.checkpoint_spec(str(name), str(entry["arch"]), str(entry.get("path_or_url", "")),
-                                       str(entry.get("sha256", "")), entry.get("layers"))
+        if not isinstance(entry, Mapping) or not ("arch" in entry or entry.get("format") in user_networks.GRAPH_FORMATS):
+            raise LeamError(f"model_zoo.{name} must be a mapping with format (or arch), path_or_url and sha256")
+        spec = user_networks.zoo_spec(str(name), entry)
         if name in _REGISTRY:
             if _REGISTRY[name].description != spec.description:
                 raise LeamError(f"model {name!r} is already registered as {_REGISTRY[name].description!r}")
@@ -81,7 +81,7 @@ def register_zoo(zoo: Mapping[str, Any]) -> list[str]:
 
 def resolve_layers(spec: ModelSpec, model: nn.Module, layers: list[str] | None) -> list[str]:
     """Check requested layer names against the module; None means the spec's defaults."""
-    names = list(layers) if layers else list(spec.layers)
+    names = list(layers) if layers else user_networks.default_layers_of(spec, model)
     known = dict(model.named_modules())
     bad = [name for name in names if name not in known]
     if bad:
@@ -129,8 +129,9 @@ def describe_models(weights_dir) -> list[str]:
         try:
             model = spec.load(weights_dir)
         except LeamError as exc:
-            lines.append(f"  layers: {', '.join(spec.layers)} (shapes need weights: {exc})")
+            lines.append(f"  layers: {', '.join(spec.layers) or 'chosen when the file loads'} "
+                         f"(shapes need weights: {exc})")
             continue
-        for layer, shape in layer_shapes(model, spec.layers, spec.input_size).items():
+        for layer, shape in layer_shapes(model, resolve_layers(spec, model, None), spec.input_size).items():
             lines.append(f"  {layer:<12} {'x'.join(map(str, shape))}")
     return lines

@@ -1,0 +1,116 @@
+"""model_zoo entries in each graph format load, choose their layers, list them and produce LEAM maps."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from leam import core
+from leam.config import validate_params
+from leam.errors import ChecksumError, LeamError
+from leam.io import sha256_file
+from leam.models import npm_models
+from leam.models.registry import _REGISTRY, describe_models, get_spec, register_zoo, resolve_layers
+
+FRAME_PADDING = 0.5  # the analysis frame of the ``real_faces`` fixture (tests/conftest.py)
+
+
+class TinyEmbedder(nn.Module):
+    """Seeded IResNet-like stand-in at 112 px: three resolutions, PReLU, a linear 32-d embedding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.PReLU(8))
+        self.block = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.deep = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1), nn.ReLU())
+        self.fc = nn.Linear(16 * 14 * 14, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.deep(self.block(self.stem(x))), 1))
+
+
+def _register(name: str, entry: dict) -> str:
+    """Validate ``entry`` as params.yaml would and register it (replacing an earlier test's entry)."""
+    config = validate_params({"model_zoo": {name: entry}, "models": [name]})
+    _REGISTRY.pop(name, None)
+    register_zoo(config.model_zoo)
+    return name
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory) -> tuple[Path, TinyEmbedder]:
+    torch.manual_seed(0)
+    net = TinyEmbedder().eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(net, torch.zeros(1, 3, 112, 112), buffer, dynamo=False, input_names=["x"], output_names=["y"],
+                      opset_version=13)
+    path = tmp_path_factory.mktemp("zoo") / "tiny.onnx"
+    path.write_bytes(buffer.getvalue())
+    return path, net
+
+
+def test_onnx_entry_loads_lists_one_layer_per_resolution_and_gives_maps(onnx_file, real_faces, tmp_path):
+    path, net = onnx_file
+    name = _register("tiny_onnx", {"format": "onnx", "path_or_url": str(path), "sha256": sha256_file(path),
+                                   "embedding_dim": 32, "mean": 127.5, "std": 128.0})
+    spec = get_spec(name)
+    model = spec.load(tmp_path)
+    layers = resolve_layers(spec, model, None)
+    assert layers == ["res56x56", "res28x28", "res14x14"]  # shallow to deep, one per resolution
+    listing = "\n".join(describe_models(tmp_path))
+    assert "tiny_onnx" in listing and "res28x28" in listing and "16x28x28" in listing
+    images = torch.rand(2, 3, 112, 112, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), net((images - 127.5) / 128.0), rtol=1e-4, atol=1e-4)
+    frames, landmarks = real_faces["frames"][:3], real_faces["landmarks"][:3]
+    embeddings = core.embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
+    result = core.frame_leam_maps(model, spec, frames, landmarks, embeddings.roll(1, 0), layers, FRAME_PADDING,
+                                  placement="receptive_field")
+    assert result.maps.shape == (3, 3, *frames.shape[1:3])
+    assert bool((result.maps.flatten(2).amax(2) > 0).all())
+
+
+def test_onnx_entry_errors_are_one_line(onnx_file, tmp_path):
+    path, _ = onnx_file
+    entry = {"format": "onnx", "path_or_url": str(path), "sha256": "0" * 64, "embedding_dim": 32}
+    with pytest.raises(ChecksumError) as caught:
+        get_spec(_register("bad_sum", entry)).load(tmp_path)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(LeamError, match=r"output is \(2, 32\).*expected \(N, 64\)"):
+        get_spec(_register("bad_dim", {**entry, "sha256": sha256_file(path), "embedding_dim": 64})).load(tmp_path)
+    with pytest.raises(LeamError, match="not found"):
+        get_spec(_register("no_file", {**entry, "path_or_url": str(tmp_path / "missing.onnx")})).load(tmp_path)
+    for bad, message in (({"embedding_dim": None}, "needs embedding_dim"), ({"format": "tfjs"}, "needs output"),
+                         ({"std": 0}, "std must not be 0"), ({"format": "arcface_torch"}, "needs arch")):
+        with pytest.raises(LeamError, match=message) as caught:
+            validate_params({"model_zoo": {"x": {**entry, **bad}}})
+        assert "\n" not in str(caught.value)
+
+
+def test_tflite_and_tfjs_entries_equal_the_built_in_networks_they_name(weights_dir, tmp_path):
+    """The shipped expo_mfn (.tflite) and faceres (TF.js) files, brought in as zoo entries with their input
+    conventions, compute what the built-in specs compute."""
+    cases = {
+        "zoo_expo": ("expo_mfn", {"format": "tflite", "path_or_url": str(weights_dir / npm_models.NPM_FILES["expo_mfn"].file),
+                                  "embedding_dim": 192, "mean": 127.5, "std": 128.0}),
+        "zoo_faceres": ("faceres", {"format": "tfjs", "path_or_url": str(weights_dir / "human" / "faceres.json"),
+                                    "embedding_dim": 1024, "input_size": 224, "mean": 0.0, "std": 1.0,
+                                    "output": "global_pooling/Mean"}),
+    }
+    for name, (builtin, entry) in cases.items():
+        path = Path(entry["path_or_url"])
+        if not path.is_file():
+            pytest.skip(f"{builtin} weights unavailable")
+        spec = get_spec(_register(name, {**entry, "sha256": sha256_file(path)}))
+        model, reference = spec.load(tmp_path), get_spec(builtin).load(weights_dir)
+        size = spec.input_size
+        images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(2)) * 255
+        with torch.no_grad():
+            ours, theirs = model(images), reference(images)
+        assert float((ours - theirs).abs().max() / theirs.abs().max()) < 1e-5, name
+        layers = resolve_layers(spec, model, None)
+        assert len(layers) >= 3 and all(layer.startswith("res") for layer in layers), layers
