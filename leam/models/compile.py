@@ -289,21 +289,13 @@ def _fold_pads(ops: list[_Op], protected: set[str]) -> list[_Op]:
     return [op for k, op in enumerate(ops) if k not in dropped]
 
 
-def _value_shapes(graph: g.GraphModule, input_size: int) -> dict[str, tuple[int, ...]]:
-    parameter = next(iter(graph.parameters()), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    with torch.no_grad():
-        values = graph.run(torch.full((1, 3, input_size, input_size), 127.5, device=device), graph.value_names)
-    return {name: tuple(value.shape) for name, value in values.items()}
-
-
 def compile_graph(graph: g.GraphModule, input_size: int, channels_last: bool = False) -> g.GraphModule:
     """A :class:`GraphModule` of native fused layers computing what ``graph`` computes at ``input_size``.
 
     ``channels_last``: weights and activations in NHWC memory order (faster on CPU for most mobile
     networks; ``benchmarks/compile.py`` measures it per network). Taps and the output keep their names.
     """
-    shapes = _value_shapes(graph, input_size)
+    shapes = graph.value_shapes(input_size)
     protected = set(graph.taps.values()) | {graph.output_name}
     ops: list[_Op] = []
     for node in graph.nodes:

@@ -34,7 +34,8 @@ from leam.errors import LeamError
 
 __all__ = ["PixelNormalisation", "GraphModule", "Conv", "Binary", "Unary", "PRelu", "LeakyRelu", "Clip",
            "ChannelAffine", "Reshape", "Squeeze", "Linear", "Pool", "Concat", "Reduce", "Softmax", "Pad", "Flatten",
-           "L2Normalize", "NhwcBroadcast", "constant", "same_padding", "ACTIVATIONS"]
+           "L2Normalize", "NhwcBroadcast", "constant", "nhwc_constant_to_nchw", "same_padding", "ACTIVATIONS",
+           "NCHW_AXIS"]
 
 
 TINY = 1e-30
@@ -96,6 +97,18 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + effective - size, 0)
     return total // 2, total - total // 2
+
+
+NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
+"""NHWC axis -> NCHW axis of a 4-D value (the TFLite and TF.js importers)."""
+
+
+def nhwc_constant_to_nchw(array: np.ndarray) -> np.ndarray:
+    """A constant that broadcasts against an NHWC value, rearranged to broadcast against NCHW."""
+    if array.ndim == 0:
+        return array
+    padded = array.reshape((1,) * (4 - array.ndim) + array.shape)
+    return np.ascontiguousarray(padded.transpose(0, 3, 1, 2))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -460,6 +473,14 @@ class GraphModule(nn.Module):
     @property
     def value_names(self) -> list[str]:
         return [self.input_name] + [node.output for node in self.nodes]
+
+    def value_shapes(self, input_size: int) -> dict[str, tuple[int, ...]]:
+        """Shape of every value for one grey (1, 3, input_size, input_size) input, in ``value_names`` order."""
+        parameter = next(iter(self.parameters()), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        with torch.no_grad():
+            values = self.run(torch.full((1, 3, input_size, input_size), 127.5, device=device), self.value_names)
+        return {name: tuple(value.shape) for name, value in values.items()}
 
     def run(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
         x = self.normalise(x)

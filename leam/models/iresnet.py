@@ -28,8 +28,6 @@ corners taken from the 68 frame landmarks) onto the standard ArcFace template, a
 from __future__ import annotations
 
 import logging
-import os
-import urllib.parse
 from pathlib import Path
 
 import torch
@@ -37,9 +35,8 @@ import torch.nn as nn
 
 from leam.errors import LeamError, check_choice
 from leam.geometry import arcface_input_warp
-from leam.io import download_to
 from leam.models.spec import ModelSpec
-from leam.models.weights import verify_sha256
+from leam.models.weights import local_file, verify_sha256
 
 __all__ = ["ARCHS", "EMBEDDING_DIM", "INPUT_SIZE", "SPECS", "IBasicBlock", "IResNet", "build", "checkpoint_spec",
            "default_layers", "load_checkpoint"]
@@ -156,21 +153,6 @@ def default_layers(arch: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _fetch(path_or_url: str, name: str, weights_dir: Path) -> Path:
-    """Local file for a checkpoint: the path itself, or a download cached as ``weights_dir/<name>.pth``."""
-    scheme = urllib.parse.urlparse(path_or_url).scheme
-    if scheme not in ("http", "https", "file"):
-        path = Path(os.path.expanduser(path_or_url))
-        if not path.is_file():
-            raise LeamError(f"checkpoint for model {name!r} not found: {path} (model_zoo.{name}.path_or_url)")
-        return path
-    cached = weights_dir / f"{name}.pth"
-    if not cached.is_file():
-        log.info("downloading %s -> %s", path_or_url, cached)
-        download_to(path_or_url, cached, f"checkpoint for model {name!r}")
-    return cached
-
-
 def load_checkpoint(arch: str, path: Path, sha256: str, name: str = "iresnet") -> IResNet:
     """Build ``arch`` and load ``path`` (a state dict) after checking its sha256; strict key match."""
     verify_sha256(path, sha256, expected_by=f"model_zoo.{name}.sha256 is")
@@ -206,7 +188,9 @@ def checkpoint_spec(name: str, arch: str, path_or_url: str, sha256: str,
         raise LeamError(f"model_zoo.{name} needs both path_or_url and sha256")
 
     def load(weights_dir: Path) -> nn.Module:
-        return load_checkpoint(arch, _fetch(str(path_or_url), name, Path(weights_dir)), str(sha256), name)
+        path = local_file(str(path_or_url), Path(weights_dir) / f"{name}.pth", f"checkpoint for model {name!r}",
+                          f"model_zoo.{name}.path_or_url")
+        return load_checkpoint(arch, path, str(sha256), name)
 
     return ModelSpec(
         name=name,

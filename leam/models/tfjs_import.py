@@ -36,16 +36,6 @@ _CONV_OPS = {"Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseC
 _MATMUL_OPS = {"MatMul", "_FusedMatMul"}
 SUPPORTED_OPS = sorted(set(_UNARY) | set(_BINARY) | set(_REDUCE) | _CONV_OPS | _MATMUL_OPS
                        | {"Pad", "PadV2", "Reshape", "Squeeze", "Softmax", "LeakyRelu", "Prelu", "ConcatV2"})
-_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
-"""NHWC axis -> NCHW axis of a 4-D value."""
-
-
-def _to_nchw(array: np.ndarray) -> np.ndarray:
-    """A constant that broadcasts against an NHWC value, rearranged to broadcast against NCHW."""
-    if array.ndim == 0:
-        return array
-    padded = array.reshape((1,) * (4 - array.ndim) + array.shape) if array.ndim < 4 else array
-    return np.ascontiguousarray(padded.transpose(0, 3, 1, 2))
 
 
 def _topological_order(nodes: dict[str, dict], targets: list[str]) -> list[str]:
@@ -120,7 +110,7 @@ class _Builder:
             axes = sorted(a % rank for a in np.atleast_1d(consts[refs[1]]).astype(int).tolist())
             keep = bool(attr(node, "keep_dims", False))
             if rank == 4 and keep:
-                module, out_rank = g.Reduce([_NCHW_AXIS[a] for a in axes], True, _REDUCE[op]), 4
+                module, out_rank = g.Reduce([g.NCHW_AXIS[a] for a in axes], True, _REDUCE[op]), 4
             else:
                 module = g.Reduce(axes, keep, _REDUCE[op], nhwc=rank == 4)
                 out_rank = rank if keep else rank - len(axes)
@@ -142,7 +132,7 @@ class _Builder:
             axis = int(consts[refs[-1]]) % rank
             if any(r in consts for r in refs[:-1]):
                 raise LeamError(f"ConcatV2 with constant operands at {name!r} is not supported")
-            self.emit(g.Concat(_NCHW_AXIS[axis] if rank == 4 else axis), refs[:-1], name, rank)
+            self.emit(g.Concat(g.NCHW_AXIS[axis] if rank == 4 else axis), refs[:-1], name, rank)
         else:
             raise LeamError(f"unsupported TF.js op {op!r} at node {name!r}; supported: {', '.join(SUPPORTED_OPS)}")
 
@@ -154,7 +144,7 @@ class _Builder:
         const = None
         if const_at:
             array = self.consts[refs[const_at[0]]].astype(np.float32)
-            const = _to_nchw(array) if rank == 4 else array
+            const = g.nhwc_constant_to_nchw(array) if rank == 4 else array
         live = []
         for i, (ref, r) in enumerate(zip(refs, ranks)):
             if i in const_at:
@@ -192,7 +182,7 @@ class _Builder:
 
     def _emit_with_epilogue(self, module: nn.Module, source: str, name: str, rank: int, after: list) -> None:
         current = source
-        steps = [module] + [g.PRelu(_to_nchw(a) if rank == 4 else a) if isinstance(a, np.ndarray) else a
+        steps = [module] + [g.PRelu(g.nhwc_constant_to_nchw(a) if rank == 4 else a) if isinstance(a, np.ndarray) else a
                             for a in after]
         for k, step in enumerate(steps):
             output = name if k == len(steps) - 1 else f"{name}/__fused{k}"

@@ -36,8 +36,6 @@ _BINARY = {"ADD": "add", "SUB": "sub", "MUL": "mul", "DIV": "div", "MAXIMUM": "m
 SUPPORTED_OPS = sorted(set(_UNARY) | set(_BINARY) | {
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "RESHAPE", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D",
     "PAD", "CONCATENATION", "PRELU", "L2_NORMALIZATION", "DEQUANTIZE"})
-_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
-"""NHWC axis -> NCHW axis of a 4-D value."""
 _DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 4: np.int64}
 """TensorType codes this importer reads (FLOAT32, FLOAT16, INT32, INT64)."""
 
@@ -48,14 +46,6 @@ def _tflite():
     except ImportError:  # pragma: no cover - tflite is in requirements.txt
         raise LeamError("reading TFLite models needs the PyPI package tflite (pip install -r requirements.txt)") from None
     return tflite
-
-
-def _to_nchw(array: np.ndarray) -> np.ndarray:
-    """A constant that broadcasts against an NHWC value, rearranged to broadcast against NCHW."""
-    if array.ndim == 0:
-        return array
-    padded = array.reshape((1,) * (4 - array.ndim) + array.shape)
-    return np.ascontiguousarray(padded.transpose(0, 3, 1, 2))
 
 
 class _FullyConnected(nn.Module):
@@ -179,13 +169,13 @@ def tflite_module(buffer: bytes, normalisation: g.PixelNormalisation, taps: dict
             elif len(live) == 1:
                 position = 0 if ins[0] in consts else 1
                 value = const(position, "operand").astype(np.float32)
-                module = g.Binary(_BINARY[kind], _to_nchw(value) if out_rank == 4 else value,
+                module = g.Binary(_BINARY[kind], g.nhwc_constant_to_nchw(value) if out_rank == 4 else value,
                                   const_index=position, activation=activation)
             else:
                 raise LeamError(f"{where}: both operands are constants")
         elif kind == "PRELU":
             alpha = const(1, "alpha").astype(np.float32)
-            module = g.PRelu(_to_nchw(alpha) if out_rank == 4 else alpha)
+            module = g.PRelu(g.nhwc_constant_to_nchw(alpha) if out_rank == 4 else alpha)
         elif kind == "RESHAPE":
             target = shape_of(outs[0])
             source = shape_of(ins[0])
@@ -206,7 +196,7 @@ def tflite_module(buffer: bytes, normalisation: g.PixelNormalisation, taps: dict
             keep = bool(options.KeepDims()) if options else False
             if rank[ins[0]] == 4 and not keep and sorted(axes) != [1, 2]:
                 raise LeamError(f"{where}: only spatial means (axes 1, 2) of 4-D values are supported")
-            module = g.Reduce([_NCHW_AXIS[a] for a in axes] if rank[ins[0]] == 4 else axes, keep)
+            module = g.Reduce([g.NCHW_AXIS[a] for a in axes] if rank[ins[0]] == 4 else axes, keep)
             live = live[:1]
         elif kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
             options = _options(tflite, op, "Pool2DOptions")
@@ -227,7 +217,7 @@ def tflite_module(buffer: bytes, normalisation: g.PixelNormalisation, taps: dict
             if len(live) != len(ins):
                 raise LeamError(f"{where}: constant operands are not supported")
             axis = options.Axis() % out_rank
-            module = g.Concat(_NCHW_AXIS[axis] if out_rank == 4 else axis)
+            module = g.Concat(g.NCHW_AXIS[axis] if out_rank == 4 else axis)
         elif kind == "L2_NORMALIZATION":
             module = g.L2Normalize(1 if out_rank == 4 else -1)
         else:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from pathlib import Path
 
 from leam.errors import ChecksumError, LeamError
-from leam.io import sha256_file
+from leam.io import download_to, sha256_file
 
-__all__ = ["WEIGHTS_INDEX", "verify_sha256", "verified_weights_path"]
+__all__ = ["WEIGHTS_INDEX", "local_file", "verify_sha256", "verified_weights_path"]
 
 WEIGHTS_INDEX = "weights.json"
 """Index of converted/fetched weights under the weights folder: ``{model: {file, sha256, ...}}``."""
@@ -58,3 +59,16 @@ def verified_weights_path(weights_dir: str | os.PathLike, name: str) -> Path:
     if not path.is_file():
         raise LeamError(f"weights file for {name!r} not found: {path} (run `python -m stages.weights`)")
     return verify_sha256(path, expected, expected_by="weights.json expects", hint="rerun `python -m stages.weights`")
+
+
+def local_file(path_or_url: str, cached: Path, what: str, key: str) -> Path:
+    """A user's file on disk: ``path_or_url`` itself when it is a path, else an http(s)/file URL downloaded
+    once to ``cached``. ``what`` names it in messages ("checkpoint for model 'x'"), ``key`` is its param."""
+    if urllib.parse.urlparse(path_or_url).scheme not in ("http", "https", "file"):
+        path = Path(os.path.expanduser(path_or_url))
+        if not path.is_file():
+            raise LeamError(f"{what} not found: {path} ({key})")
+        return path
+    if not cached.is_file():
+        download_to(path_or_url, cached, what)
+    return cached

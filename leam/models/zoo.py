@@ -15,8 +15,6 @@ not (N, ``embedding_dim``) is one LeamError at load time.
 
 from __future__ import annotations
 
-import os
-import urllib.parse
 from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,10 +24,9 @@ import torch.nn as nn
 
 from leam.errors import LeamError
 from leam.geometry import arcface_input_warp
-from leam.io import download_to
 from leam.models import iresnet
 from leam.models.spec import ModelSpec
-from leam.models.weights import verify_sha256
+from leam.models.weights import local_file, verify_sha256
 
 __all__ = ["GRAPH_FORMATS", "FORMATS", "default_layers_of", "resolution_taps", "zoo_spec"]
 
@@ -38,28 +35,10 @@ FORMATS = ("arcface_torch", *GRAPH_FORMATS)
 _SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "tfjs": ".json"}
 
 
-def _local_file(path_or_url: str, name: str, suffix: str, weights_dir: Path) -> Path:
-    """The file itself, or a download cached as ``weights_dir/zoo/<name><suffix>``."""
-    if urllib.parse.urlparse(path_or_url).scheme not in ("http", "https", "file"):
-        path = Path(os.path.expanduser(path_or_url))
-        if not path.is_file():
-            raise LeamError(f"file for model {name!r} not found: {path} (model_zoo.{name}.path_or_url)")
-        return path
-    cached = Path(weights_dir) / "zoo" / f"{name}{suffix}"
-    if not cached.is_file():
-        download_to(path_or_url, cached, f"file of model {name!r}")
-    return cached
-
-
 def resolution_taps(graph, input_size: int) -> dict[str, str]:
     """``{"res<h>x<w>": value}``: the last 4-D value at each spatial resolution (> 1 x 1), shallow to deep."""
-    parameter = next(iter(graph.parameters()), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    with torch.no_grad():
-        values = graph.run(torch.full((1, 3, input_size, input_size), 127.5, device=device), graph.value_names)
     last: dict[tuple[int, int], str] = {}
-    for name in graph.value_names[1:]:  # not the input itself
-        shape = tuple(values[name].shape)
+    for name, shape in list(graph.value_shapes(input_size).items())[1:]:  # not the input itself
         if len(shape) == 4 and shape[2] * shape[3] > 1:
             last.pop(shape[2:], None)  # re-inserted: dict order = order in which each resolution last appears
             last[shape[2:]] = name
@@ -72,7 +51,8 @@ def _load_graph(name: str, entry: Mapping[str, Any], weights_dir: Path, compiled
     from leam.models.compile import compile_graph
 
     fmt, size = entry["format"], int(entry["input_size"])
-    path = _local_file(str(entry["path_or_url"]), name, _SUFFIX[fmt], weights_dir)
+    path = local_file(str(entry["path_or_url"]), Path(weights_dir) / "zoo" / f"{name}{_SUFFIX[fmt]}",
+                      f"file for model {name!r}", f"model_zoo.{name}.path_or_url")
     verify_sha256(path, str(entry["sha256"]), expected_by=f"model_zoo.{name}.sha256 is")
     normalisation = g.PixelNormalisation(entry.get("channel_order", "RGB"), _pixels(entry.get("mean", 127.5)),
                                          _pixels(entry.get("std", 128.0)))
@@ -90,7 +70,7 @@ def _load_graph(name: str, entry: Mapping[str, Any], weights_dir: Path, compiled
         graph = load_tfjs(path, output)
         graph.normalise, graph.normalisation = normalisation.module(), normalisation
     layers = list(entry.get("layers") or [])
-    taps = resolution_taps(graph, size) if not layers else {g.unique_key(v, set(), "layer"): v for v in layers}
+    taps = resolution_taps(graph, size) if not layers else {_tap_name(v): v for v in layers}
     graph = g.GraphModule(dict(graph.ops), graph.nodes, graph.input_name, graph.output_name, normalisation, taps,
                           f"{fmt} file {path.name}")
     with torch.no_grad():
@@ -102,12 +82,15 @@ def _load_graph(name: str, entry: Mapping[str, Any], weights_dir: Path, compiled
     return compile_graph(graph, size) if compiled else graph
 
 
+def _tap_name(value: str) -> str:
+    """The LEAM layer name of a hand-named graph value (a Python identifier)."""
+    from leam.models.graph import unique_key
+
+    return unique_key(value, set(), "layer")
+
+
 def _pixels(value):
     return tuple(float(v) for v in value) if isinstance(value, (list, tuple)) else float(value)
-
-
-class _LayersOnLoad(tuple):
-    """Marker: the default layers are the model's ``taps``, known once it is loaded."""
 
 
 def zoo_spec(name: str, entry: Mapping[str, Any]) -> ModelSpec:
@@ -120,21 +103,15 @@ def zoo_spec(name: str, entry: Mapping[str, Any]) -> ModelSpec:
         raise LeamError(f"model_zoo.{name}.format={fmt!r} is not valid; choose one of: {', '.join(FORMATS)}")
     size = int(entry.get("input_size", 112))
     layers = tuple(entry.get("layers") or ())
-    from leam.models.graph import unique_key
     return ModelSpec(
         name=name, description=f"{fmt} file {entry.get('path_or_url')} (model_zoo)", input_size=size,
         embedding_dim=int(entry.get("embedding_dim") or 0),
-        layers=tuple(unique_key(v, set(), "layer") for v in layers) if layers else _LayersOnLoad(),
+        layers=tuple(_tap_name(v) for v in layers),  # empty: chosen on the file's shapes when it loads
         load=partial(_load_graph, name, dict(entry)),
         input_warp=partial(arcface_input_warp, size=size),
     )
 
 
 def default_layers_of(spec: ModelSpec, model: nn.Module) -> list[str]:
-    """The spec's default layers, or for a graph whose defaults are chosen on load, its taps."""
-    if isinstance(spec.layers, _LayersOnLoad) or not spec.layers:
-        taps = getattr(model, "taps", None)
-        if taps:
-            return list(taps)
-    return list(spec.layers)
-
+    """The spec's default layers; a graph whose defaults are chosen when it loads has none, and its taps are."""
+    return list(spec.layers) or list(getattr(model, "taps", None) or ())
