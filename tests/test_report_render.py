@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from leam.errors import LeamError
 from leam.report.qmd import parse_qmd
-from leam.report.render import render_site
+from leam.report.render import _kernel_env, render_site
 
 
 def test_parse_qmd_splits_front_matter_markdown_and_cells_with_options():
@@ -178,3 +179,12 @@ def test_fallback_renders_callouts_collapsible_sections_and_figure_alt_text(tmp_
     assert '<details class="callout callout-warning" open><summary>Open</summary>' in html
     assert '<div id="anchor" class="answer-block"><p>Plain.</p>' in html
     assert html.index("The answer.") < html.index("data:image/png") < html.index("table here")
+
+
+def test_report_pages_import_the_installed_package_not_a_path_insert():
+    pages = sorted((Path(__file__).resolve().parents[1] / "reports").glob("*.qmd"))
+    assert pages
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "sys.path" not in text and "PYTHONPATH" not in text, page.name
+    assert _kernel_env(Path("reports")).get("PYTHONPATH") == os.environ.get("PYTHONPATH")

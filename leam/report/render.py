@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.metadata
 import logging
 import os
 import re
@@ -116,9 +117,13 @@ def _pages(reports_dir: Path, config: dict) -> list[tuple[str, str]]:
 
 
 def _kernel_env(reports_dir: Path) -> dict:
+    """The kernel's environment: the pages import the installed ``leam`` (no path tricks), so check it is."""
+    try:
+        importlib.metadata.distribution("leam")
+    except importlib.metadata.PackageNotFoundError:
+        raise LeamError("the report pages import the installed package: run `pip install -e .` "
+                        f"(or `make venv`) before rendering {reports_dir}") from None
     env = dict(os.environ)
-    repo_root = str(reports_dir.parent)
-    env["PYTHONPATH"] = repo_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     return env
 
