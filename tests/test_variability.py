@@ -10,10 +10,14 @@ import pytest
 
 from leam.errors import LeamError
 from leam.metrics.variability import (
+    PER_IDENTITY_COLUMNS,
     coefficient_of_variation,
     gender_tests,
     map_variability,
+    metrics_document,
+    model_map_variability,
     share_variability,
+    summarise_variability,
     summarize_by_gender,
 )
 from tests.test_similarity import fake_net_registered, make_fake_pipeline, write_params  # noqa: F401 (autouse fixture)
@@ -55,6 +59,29 @@ def test_map_variability_known_numbers():
     face = np.array([[1.0, 0.0, 1.0]] * 4)  # only cell 0 (and empty cell 2) in the face region
     restricted = map_variability(probs, ["p", "p", "p", "q"], face_fraction=face).set_index("identity")
     assert restricted.loc["p", "n_cells"] == 1 and restricted.loc["p", "map_cv"] == pytest.approx(0.5)
+
+
+def test_model_map_variability_summary_and_metrics_on_known_maps():
+    # 2 x 2 cells of 2 x 2 pixels; person p as in test_map_variability_known_numbers plus an all-zero map
+    cells = np.array([[0.2, 0.8, 0, 0], [0.4, 0.6, 0, 0], [0.6, 0.4, 0, 0], [0.5, 0.5, 0, 0], [0, 0, 0, 0]])
+    maps = np.stack([np.kron(c.reshape(2, 2), np.ones((2, 2))) for c in cells])[:, None].astype(np.float32)
+    meta = pd.DataFrame({"identity": ["p", "p", "p", "q", "p"], "gender": ["female"] * 3 + ["male", "female"]})
+    result = model_map_variability("m", maps, {"layers": ["overall"]}, meta, grid=2, negative_policy="clip",
+                                   threshold=0.25, min_images=2)
+    table = result.table
+    assert list(table.columns) == PER_IDENTITY_COLUMNS and set(table.model) == {"m"}
+    assert result.maps_excluded == 2 and result.persons_skipped == 1  # the empty map at 0.25 and 1.0; q
+    full = table[table.threshold == 1.0].iloc[0]
+    assert full.identity == "p" and full.gender == "female" and full.n_images == 3
+    assert full.map_cv == pytest.approx((0.5 + 0.2 / 0.6) / 2)
+    shares = pd.DataFrame({"model": "m", "layer": "overall", "identity": "p", "gender": "female", "level": "class",
+                           "part": "nose", "n_images": 3, "mean_share": 0.5, "std_share": 0.1, "cv": [0.2]})
+    summary, tests = summarise_variability(table, shares, 0.25, n_boot=20, seed=0)
+    assert set(summary.measure) == {"map_cv", "map_cv_weighted", "share_cv"}
+    doc = metrics_document(summary, tests, 0.25, 2, "clip", "all")
+    entry = doc["models"]["m"]["overall"]
+    assert entry["map_cv_full"]["all"]["mean"] == pytest.approx(full.map_cv) and entry["map_cv_full"]["all"]["n"] == 1
+    assert entry["share_cv_class"] == {"nose": pytest.approx(0.2)} and doc["face_region"] == "all"
 
 
 def test_gender_summary_and_test_separate_groups():
