@@ -35,143 +35,38 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from leam import io
 from leam.align import align_images
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.errors import LeamError
+from leam.data import accounting
+from leam.examples import first_per_identity, write_examples
 
 log = logging.getLogger("leam.align")
-
-INDEX_COLUMNS = ("image_id", "identity", "gender", "path", "sha256", "source")
-DISCARD_COLUMNS = ["image_id", "path", "reason"]
-TOO_FEW_IMAGES = "too_few_images"  # the faces stage gives the same reason for the same rule
-
-
-def read_faces_index(path: Path) -> pd.DataFrame:
-    """The faces stage's index; a missing file or missing columns is a one-line error."""
-    if not path.is_file():
-        raise LeamError(f"faces index not found: {path} (run `dvc repro faces` first)")
-    index = io.read_csv_checked(path, INDEX_COLUMNS, stage="faces", dtype=str, keep_default_na=False)
-    if index.image_id.duplicated().any():
-        raise LeamError(f"{path} has duplicate image_id {index.image_id[index.image_id.duplicated()].iloc[0]!r}")
-    return index.reset_index(drop=True)
-
-
-def resolve(path: str, root: Path) -> str:
-    """Absolute paths stay; relative ones are taken from the repository root."""
-    candidate = Path(path)
-    return str(candidate if candidate.is_absolute() else root / candidate)
-
-
-def read_upstream_discards(faces_dir: Path) -> pd.DataFrame:
-    """Download/checksum discards recorded by the faces stage (empty when it recorded none)."""
-    path = faces_dir / "discards.csv"
-    if not path.is_file():
-        return pd.DataFrame(columns=DISCARD_COLUMNS)
-    upstream = io.read_csv_checked(path, DISCARD_COLUMNS, allow_empty=True, stage="faces", dtype=str,
-                                   keep_default_na=False)
-    return upstream[DISCARD_COLUMNS]
-
-
-def data_metrics(index: pd.DataFrame, kept: pd.DataFrame, discards: pd.DataFrame,
-                 faces_summary: dict | None) -> dict:
-    """Counts for metrics/data.json: totals, discards by reason, and per gender."""
-    identity_gender = dict(zip(index.identity, index.gender))
-    # <identity>/<stem>; ids without a slash (an IMDb-Face row without a usable name, a file outside any
-    # identity folder) belong to no known identity
-    discard_identity = discards.image_id.where(discards.image_id.str.contains("/"), "").str.split("/").str[0]
-    discard_gender = discard_identity.map(identity_gender).fillna("unknown")
-    identities = pd.concat([index.identity, discard_identity[discard_identity != ""]])
-    metrics = {
-        "identities": int(identities.nunique()),
-        "images": int(len(kept) + len(discards)),
-        "kept": int(len(kept)),
-        "kept_identities": int(kept.identity.nunique()),
-        "discarded": int(len(discards)),
-        "discarded_by_reason": {k: int(v) for k, v in discards.reason.value_counts().sort_index().items()},
-        "by_gender": {},
-    }
-    for gender in sorted(set(index.gender) | set(discard_gender)):
-        kept_g = kept[kept.gender == gender]
-        discarded_g = int((discard_gender == gender).sum())
-        metrics["by_gender"][gender] = {
-            "identities": int(kept_g.identity.nunique()),
-            "images": int(len(kept_g) + discarded_g),
-            "kept": int(len(kept_g)),
-            "discarded": discarded_g,
-        }
-    if faces_summary:
-        metrics["faces"] = {k: v for k, v in faces_summary.items() if isinstance(v, (int, float, str, bool))}
-    upstream = int(discards.stage.eq("faces").sum()) if "stage" in discards else 0
-    not_selected = int((faces_summary or {}).get("not_selected", 0))
-    metrics["not_selected"] = not_selected
-    metrics["inputs"] = metrics["images"] + not_selected
-    # every step: inputs = kept + discarded (+ not_selected for the faces stage's caps)
-    metrics["steps"] = {
-        "faces": {"inputs": int(len(index) + upstream + not_selected), "kept": int(len(index)), "discarded": upstream,
-                  "not_selected": not_selected},
-        "align": {"inputs": int(len(index)), "kept": int(len(kept)), "discarded": int(len(discards) - upstream)},
-    }
-    return metrics
-
-
-def drop_small_identities(kept: pd.DataFrame, min_images: int) -> tuple[np.ndarray, pd.DataFrame]:
-    """Rows of identities left with fewer than ``min_images`` aligned photos: ``(keep mask, discards)``.
-
-    Such an identity has no reference photo for LEAM and no same-identity pair for the similarity tests;
-    it leaves here, with reason ``too_few_images``, rather than unnoticed in a later stage.
-    """
-    sizes = kept.groupby("identity")["image_id"].transform("size").to_numpy() if len(kept) else np.zeros(0, int)
-    keep = sizes >= max(int(min_images), 1)
-    dropped = kept[~keep]
-    return keep, pd.DataFrame({"image_id": dropped.image_id, "path": dropped.path, "reason": TOO_FEW_IMAGES},
-                              columns=DISCARD_COLUMNS)
-
-
-def write_examples(folder: Path, kept: pd.DataFrame, frames, count: int) -> list[Path]:
-    """First aligned image of the first ``count`` identities as PNG (for the report)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.png"):
-        stale.unlink()
-    written = []
-    for _, row in kept.groupby("identity", sort=True).head(1).head(count).iterrows():
-        written.append(io.write_png_atomic(folder / io.example_name(row.image_id), frames[int(row.row)]))
-    return written
 
 
 def main(args: argparse.Namespace) -> None:
     config = load_config(args.params)
     align_params = config.align.model_dump()  # frame_size, padding, detector, ..., workers: align_images' keywords
-    index = read_faces_index(Path(args.index))
-    root = Path.cwd()
+    index = accounting.read_faces_index(args.index)
+    paths = [str(Path.cwd() / path) for path in index.path]  # relative to the repository root; absolute ones stay
     started = time.perf_counter()
-    result = align_images([resolve(p_, root) for p_ in index.path], progress=sys.stderr.isatty(), **align_params)
+    result = align_images(paths, progress=sys.stderr.isatty(), **align_params)
     seconds = time.perf_counter() - started
-
-    kept = index.iloc[result.kept].reset_index(drop=True)
-    keep, too_few = drop_small_identities(kept, config.data.min_images_per_identity)
-    frames, landmarks, transforms = result.frames[keep], result.landmarks[keep], result.transforms[keep]
-    kept = kept[keep].reset_index(drop=True)
-    kept.insert(0, "row", range(len(kept)))
-    ours = pd.DataFrame([(index.image_id[i], index.path[i], reason) for i, reason in result.discards],
-                        columns=DISCARD_COLUMNS)
-    upstream = read_upstream_discards(Path(args.faces_dir)).assign(stage="faces")
-    discards = pd.concat([upstream, ours.assign(stage="align"), too_few.assign(stage="align")], ignore_index=True)
-    summary_path = Path(args.faces_dir) / "summary.json"
-    faces_summary = io.read_json_checked(summary_path, stage="faces") if summary_path.is_file() else None
+    upstream = accounting.read_faces_discards(args.faces_dir)
+    kept, keep, discards = accounting.account_alignment(index, result.kept, result.discards, upstream,
+                                                        config.data.min_images_per_identity)
 
     out = Path(args.out)
+    frames = result.frames[keep]
     io.save_npy_atomic(out / "frames.npy", frames)
-    io.save_npy_atomic(out / "landmarks.npy", landmarks)
-    io.save_npy_atomic(out / "transforms.npy", transforms)
-    io.write_csv_atomic(out / "index.csv", kept[["row", *INDEX_COLUMNS]])
+    io.save_npy_atomic(out / "landmarks.npy", result.landmarks[keep])
+    io.save_npy_atomic(out / "transforms.npy", result.transforms[keep])
+    io.write_csv_atomic(out / "index.csv", kept)
     io.write_csv_atomic(out / "discards.csv", discards)
-    write_examples(out / "examples", kept, frames, args.examples)
-    metrics = data_metrics(index, kept, discards, faces_summary)
+    write_examples(out / "examples", ((row.image_id, frames[row.row])
+                                      for row in first_per_identity(kept, args.examples).itertuples()))
+    metrics = accounting.data_metrics(index, kept, discards, accounting.read_faces_summary(args.faces_dir))
     io.write_json_atomic(args.metrics, metrics)
     log.info("aligned %d of %d images of %d identities in %.1f s; discarded %s", len(kept), len(index),
              index.identity.nunique(), seconds, metrics["discarded_by_reason"] or "none")

@@ -14,12 +14,13 @@ import numpy as np
 
 from leam.errors import check_choice
 from leam.parsing.classes import CLASSES, NOT_LABELLED, class_table
+from leam.parsing.landmarks import SETTINGS as LANDMARK_SETTINGS
 from leam.parsing.landmarks import LandmarkParserConfig, ParseResult, parse_landmarks
 
 BACKENDS = ("landmarks", "farl")
 
-__all__ = ["BACKENDS", "CLASSES", "NOT_LABELLED", "LandmarkParserConfig", "ParseResult", "class_table",
-           "label_overlay", "parse_frames", "parse_landmarks"]
+__all__ = ["BACKENDS", "CLASSES", "LANDMARK_SETTINGS", "NOT_LABELLED", "LandmarkParserConfig", "ParseResult",
+           "class_table", "label_overlay", "label_panel", "parse_frames", "parse_landmarks"]
 
 
 def parse_frames(backend: str, frames: np.ndarray, landmarks: np.ndarray, settings: dict,
@@ -27,9 +28,7 @@ def parse_frames(backend: str, frames: np.ndarray, landmarks: np.ndarray, settin
     """Parse aligned frames (N, S, S, 3) uint8 with landmarks (N, 68, 2) using ``parsing.*`` settings."""
     check_choice("parsing.backend", backend, BACKENDS)
     if backend == "landmarks":
-        config = LandmarkParserConfig(**{key: float(settings[key]) for key in
-                                         ("forehead_fraction", "neck_fraction", "brow_thickness", "nose_width")
-                                         if key in settings})
+        config = LandmarkParserConfig(**{key: float(settings[key]) for key in LANDMARK_SETTINGS if key in settings})
         return parse_landmarks(landmarks, frames.shape[1], config)
     from leam.parsing.farl import load_farl_parser  # lazy: torch-heavy, optional extra
     parser = load_farl_parser(settings.get("farl_model_path", ""), settings.get("farl_url", ""),
@@ -47,3 +46,9 @@ def label_overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> 
     colours = PALETTE[np.minimum(labels[labelled], len(PALETTE) - 1)].astype(np.float32)
     out[labelled] = np.round((1 - alpha) * out[labelled] + alpha * colours).astype(np.uint8)
     return out
+
+
+def label_panel(frame: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The frame and its :func:`label_overlay` side by side: RGB (S, 2S, 3) uint8, for the report's examples."""
+    frame = np.asarray(frame)
+    return np.concatenate([frame, label_overlay(frame, labels)], axis=1)

@@ -49,6 +49,9 @@ LOWER_LIP = np.array([54, 55, 56, 57, 58, 59, 48, 60, 67, 66, 65, 64])
 INNER_MOUTH = np.arange(60, 68)
 NECK_JAW = np.arange(5, 12)
 
+SETTINGS = ("forehead_fraction", "neck_fraction", "brow_thickness", "nose_width")
+"""The ``parsing.*`` keys that shape the landmark parser (recorded in ``classes.json``)."""
+
 _SHIFT = 4  # fillPoly sub-pixel bits: coordinates are drawn with 1/16 pixel precision
 
 
