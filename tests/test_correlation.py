@@ -11,6 +11,7 @@ from leam.metrics.correlation import (
     NUM_PARTS,
     PARTS,
     class_shares,
+    correlate_models,
     label_fractions,
     metrics_document,
     summarise_shares,
@@ -118,6 +119,34 @@ def test_tables_uniform_map_has_enrichment_one():
     # flat overall map at t=0.25: ties -> first row of cells: not labelled, nose, skin, skin
     assert doc["headline"]["toy"]["nose"] == 0.25 and doc["headline"]["toy"]["skin"] == 0.5
     assert set(doc["headline"]["toy"]) == {"nose", "eyes", "brows", "mouth", "skin", "not_labelled"}
+
+
+def test_correlate_models_matches_images_by_id_and_counts_exclusions():
+    """Parser rows in another order than the maps, one map image the parser did not label, one without mass."""
+    labels, maps = _known_set()
+    parsing_index = pd.DataFrame({"image_id": ["b/1", "a/1", "c/1"], "row": [1, 0, 1], "parsed": [1, 1, 0]})
+    meta = pd.DataFrame({"row": [0, 1, 2], "image_id": ["a/1", "b/1", "c/1"], "identity": ["a", "b", "c"],
+                         "gender": ["female", "male", "male"]})
+    three = np.concatenate([maps, maps[:1]])            # c/1 has a map but no labels
+    outputs = [(name, three, {"layers": ["layer1", "overall"]}, meta) for name in ("m1", "m2")]
+    result = correlate_models(iter(outputs), labels, parsing_index, [0.25, 1.0], ["skin", "nose", "right_eye"])
+    assert result.counts["m1"] == {"images": 2, "no_parser_labels": 1, "maps_without_mass": 2,
+                                   "layers": ["layer1", "overall"]}
+    assert result.exclusions.to_dict("list") == {
+        "model": ["m1"] * 3 + ["m2"] * 3, "layer": ["*", "layer1", "overall"] * 2,
+        "image_id": ["c/1", "b/1", "b/1"] * 2, "reason": ["no_parser_labels"] + ["map_without_mass"] * 2 + [
+            "no_parser_labels"] + ["map_without_mass"] * 2}
+    alone = tidy_shares(*_shares_of(labels[:1], maps[:1], [0.25, 1.0]), meta.iloc[:1], "m1", ["layer1", "overall"],
+                        [0.25, 1.0], ["skin", "nose", "right_eye"])
+    pd.testing.assert_frame_equal(result.per_image[result.per_image.model == "m1"].reset_index(drop=True), alone)
+    assert result.per_image.model.value_counts().to_dict() == {"m1": len(alone), "m2": len(alone)}
+    with pytest.raises(LeamError, match="no image of model 'm3' has parser labels"):
+        correlate_models([("m3", maps[:1], {"layers": ["overall"]}, meta.iloc[2:])], labels, parsing_index, [1.0], [])
+
+
+def _shares_of(labels, maps, thresholds):
+    fractions = label_fractions(labels, maps.shape[2])
+    return class_shares(maps, fractions, thresholds)[0], fractions.mean(axis=1)
 
 
 def test_parse_and_correlate_stages_end_to_end(aligned_small, tmp_path, capsys, monkeypatch):

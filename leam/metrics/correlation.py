@@ -20,6 +20,9 @@ Everything is batched: one-hot fractions come from one ``bincount``, shares from
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -32,6 +35,9 @@ PARTS: tuple[str, ...] = (*CLASSES, NOT_LABELLED_NAME)
 """Share columns: the 19 canonical classes, then not-labelled (index 19)."""
 NUM_PARTS = len(PARTS)
 HEADLINE_REGIONS = ("nose", "eyes", "brows", "mouth", "skin")
+
+__all__ = ["HEADLINE_REGIONS", "NUM_PARTS", "PARTS", "Correlation", "class_shares", "correlate_models",
+           "label_fractions", "metrics_document", "region_shares", "summarise_shares", "tidy_shares"]
 
 
 def label_fractions(labels: np.ndarray, grid: int, chunk: int = 64) -> np.ndarray:
@@ -165,3 +171,54 @@ def metrics_document(summary: pd.DataFrame, threshold: float, counts: dict) -> d
         elif layer == "overall":
             headline[model] = {region: values.get(region, float("nan")) for region in (*HEADLINE_REGIONS, NOT_LABELLED_NAME)}
     return {"threshold": threshold, "headline": headline, "shares": shares, "counts": counts}
+
+
+@dataclass
+class Correlation:
+    """Shares of every model: ``per_image`` (:func:`tidy_shares` rows of all models), ``exclusions`` (model,
+    layer, image_id, reason: ``no_parser_labels`` for a whole image (layer ``*``), ``map_without_mass`` for
+    one map) and ``counts`` per model (images, no_parser_labels, maps_without_mass, layers)."""
+
+    per_image: pd.DataFrame
+    exclusions: pd.DataFrame
+    counts: dict = field(default_factory=dict)
+
+
+def correlate_models(outputs: Iterable[tuple[str, np.ndarray, dict, pd.DataFrame]], labels: np.ndarray,
+                     parsing_index: pd.DataFrame, thresholds: list[float], keep_classes: list[str]) -> Correlation:
+    """Class shares of each model's maps, over the images the parser labelled.
+
+    ``outputs`` yields ``(model, maps (N, L, G, G), layers.json document, meta.csv)`` per model (the leam
+    stage's outputs, ``leam.io.read_leam_outputs``); ``labels`` (M, S, S) and ``parsing_index`` (``image_id,
+    row, parsed``) are the parse stage's. Images are matched by ``image_id``; a model with no labelled
+    image is an error (LEAM and parser outputs from different aligned sets). Label fractions are computed
+    once per (images, grid), since models share photos and grid.
+    """
+    parsed = parsing_index.parsed.astype(bool)
+    parsed_row = dict(zip(parsing_index.image_id[parsed], parsing_index.row[parsed]))
+    tables, exclusions, counts = [], [], {}
+    fractions_of: dict[tuple[bytes, int], np.ndarray] = {}
+    for model, maps, layer_info, meta in outputs:
+        layers = list(layer_info["layers"])
+        has_labels = meta.image_id.map(lambda image_id: image_id in parsed_row).to_numpy(dtype=bool)
+        if not has_labels.any():
+            raise LeamError(f"no image of model {model!r} has parser labels; do data/leam and data/parsing "
+                            f"come from the same aligned set?")
+        keep = np.flatnonzero(has_labels)
+        rows = np.array([parsed_row[image_id] for image_id in meta.image_id[keep]], dtype=np.int64)
+        key = (rows.tobytes(), int(maps.shape[2]))
+        if key not in fractions_of:
+            fractions_of[key] = label_fractions(np.asarray(labels[rows]), maps.shape[2])
+        fractions = fractions_of[key]
+        shares, valid = class_shares(np.asarray(maps[keep]), fractions, thresholds)
+        tables.append(tidy_shares(shares, fractions.mean(axis=1), meta.iloc[keep], model, layers, thresholds,
+                                  keep_classes))
+        exclusions.append(pd.DataFrame({"model": model, "layer": "*", "image_id": meta.image_id[~has_labels],
+                                        "reason": "no_parser_labels"}))
+        bad_image, bad_layer = np.nonzero(~valid)
+        exclusions.append(pd.DataFrame({"model": model, "layer": np.asarray(layers)[bad_layer],
+                                        "image_id": meta.image_id.to_numpy()[keep][bad_image],
+                                        "reason": "map_without_mass"}))
+        counts[model] = {"images": int(len(keep)), "no_parser_labels": int((~has_labels).sum()),
+                         "maps_without_mass": int((~valid).sum()), "layers": layers}
+    return Correlation(pd.concat(tables, ignore_index=True), pd.concat(exclusions, ignore_index=True), counts)
