@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 import types
 from pathlib import Path
@@ -83,6 +84,7 @@ OptionalSha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$"),
 ShapeFraction = Annotated[float, Field(ge=0, le=2)]
 
 IRESNET_ARCHS = ("iresnet18", "iresnet34", "iresnet50", "iresnet100")  # = leam.models.iresnet.ARCHS (tested)
+ZOO_FORMATS = ("arcface_torch", "onnx", "tflite", "tfjs", "torchscript", "python")  # = leam.models.zoo.FORMATS (tested)
 
 
 class _Group(BaseModel):
@@ -93,35 +95,53 @@ class _Group(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ groups
 class ZooEntry(_Group):
-    """One network of yours: an IResNet checkpoint (insightface ``arcface_torch`` layout) or an ONNX, TFLite
-    or TF.js graph file, with the input it expects (leam.models.zoo)."""
+    """One network of yours: an IResNet checkpoint (insightface ``arcface_torch`` layout), an ONNX, TFLite,
+    TF.js or TorchScript file, or a Python builder of an ``nn.Module``, with the input it expects
+    (leam.models.zoo)."""
 
-    format: Literal["arcface_torch", "onnx", "tflite", "tfjs"] = Field(
-        "arcface_torch", description="file format: arcface_torch state dict, .onnx, .tflite or TF.js model.json")
+    format: Literal[ZOO_FORMATS] = Field(
+        "arcface_torch", description="arcface_torch state dict, .onnx, .tflite, TF.js model.json, torchscript "
+                                     "(torch.jit.save file) or python (builder below, optional state dict)")
     arch: Literal[IRESNET_ARCHS] | None = Field(None, description="arcface_torch: IResNet depth of the checkpoint")
-    path_or_url: Name = Field(description="local path (relative to the repository root) or http(s)/file URL of "
-                                          "the file (backbone.pth, model.onnx, model.tflite, model.json)")
-    sha256: Sha256 = Field(description="sha256 of the file, checked before it is loaded")
-    layers: Names = Field(default_factory=list, description="LEAM layers: submodule names (arcface_torch) or graph "
-                                                            "value names; empty = one per spatial resolution")
-    input_size: int = Field(112, ge=16, le=1024, description="graph formats: square input side in pixels")
-    embedding_dim: int | None = Field(None, ge=1, description="graph formats: length of the embedding the file "
-                                                              "outputs (checked when it loads)")
-    channel_order: Literal["RGB", "BGR"] = Field("RGB", description="graph formats: channel order of the input")
-    mean: float | list[float] = Field(127.5, description="graph formats: subtracted from 0..255 pixels (one value "
-                                                         "or one per channel)")
-    std: float | list[float] = Field(128.0, description="graph formats: divides after the mean (0..255 units)")
-    output: str = Field("", description="graph formats: the embedding value (tfjs: required; onnx/tflite: empty = "
-                                        "the graph's output)")
+    path_or_url: str = Field("", description="local path (relative to the repository root) or http(s)/file URL of "
+                                             "the file (backbone.pth, model.onnx, model.tflite, model.json, model.pt; "
+                                             "python: an optional state dict for the built module)")
+    sha256: OptionalSha256 = Field("", description="sha256 of the file, checked before it is loaded")
+    builder: str = Field("", description="python: `package.module:function` returning the nn.Module (called "
+                                         "without arguments; the package must be importable)")
+    layers: Names = Field(default_factory=list, description="LEAM layers: submodule names (arcface_torch, python) "
+                                                            "or graph value names; empty = one per spatial resolution")
+    input_size: int = Field(112, ge=16, le=1024, description="square input side in pixels (not arcface_torch)")
+    embedding_dim: int | None = Field(None, ge=1, description="length of the embedding the network outputs "
+                                                              "(checked when it loads; not arcface_torch)")
+    channel_order: Literal["RGB", "BGR"] = Field("RGB", description="channel order of the network's input")
+    mean: float | list[float] = Field(127.5, description="subtracted from 0..255 pixels (one value or one per "
+                                                         "channel)")
+    std: float | list[float] = Field(128.0, description="divides after the mean (0..255 units)")
+    alignment: Literal["arcface", "frame"] = Field(
+        "arcface", description="how the input is cropped from the analysis frame: arcface = similarity fit of "
+                               "5 landmarks onto InsightFace's 112-px template scaled to input_size; frame = the "
+                               "whole analysis frame (dlib's chip) resized to input_size")
+    output: str = Field("", description="graph formats: the embedding value (tfjs: required; onnx/tflite/"
+                                        "torchscript: empty = the graph's output)")
 
     @model_validator(mode="after")
     def _format_needs(self) -> "ZooEntry":
         if self.format == "arcface_torch" and self.arch is None:
             raise ValueError("format arcface_torch needs arch (one of: " + ", ".join(IRESNET_ARCHS) + ")")
         if self.format != "arcface_torch" and self.embedding_dim is None:
-            raise ValueError(f"format {self.format} needs embedding_dim (the length of the file's output)")
+            raise ValueError(f"format {self.format} needs embedding_dim (the length of the network's output)")
         if self.format == "tfjs" and not self.output:
             raise ValueError("format tfjs needs output (the embedding node's name in model.json)")
+        if self.format == "python":
+            if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.builder):
+                raise ValueError(f"format python needs builder as `package.module:function`, got {self.builder!r}")
+        elif self.builder:
+            raise ValueError(f"builder is for format python only (format is {self.format})")
+        if self.format != "python" and not self.path_or_url:
+            raise ValueError(f"format {self.format} needs path_or_url (a local path or URL of the file)")
+        if self.path_or_url and not self.sha256:
+            raise ValueError("path_or_url needs its sha256 (checked before the file is read)")
         for key in ("mean", "std"):
             value = getattr(self, key)
             if isinstance(value, list) and len(value) != 3:

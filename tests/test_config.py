@@ -10,7 +10,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leam.config import IRESNET_ARCHS, Config, ZooEntry, describe_schema, flat_defaults, load_config, validate_params
+from leam.config import (
+    IRESNET_ARCHS,
+    ZOO_FORMATS,
+    Config,
+    ZooEntry,
+    describe_schema,
+    flat_defaults,
+    load_config,
+    validate_params,
+)
 from leam.errors import LeamError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,9 +84,10 @@ def test_a_partial_file_takes_the_schema_defaults(tmp_path):
 
 
 def test_zoo_archs_match_the_iresnet_family():
-    from leam.models import iresnet
+    from leam.models import iresnet, zoo
 
     assert set(IRESNET_ARCHS) == set(iresnet.ARCHS)
+    assert set(ZOO_FORMATS) == set(zoo.FORMATS)
     arch = ZooEntry.model_fields["arch"].annotation  # Literal[...] | None: only arcface_torch entries need it
     assert {a for literal in arch.__args__ if literal is not type(None) for a in literal.__args__} == set(iresnet.ARCHS)
 
@@ -164,7 +174,7 @@ BAD = [  # (id, change to the shipped params, key path the message must name, wo
      "did you mean similarity.grid"),
     ("typo-top-level", lambda r: rename(r, "threshold", "thresold"), "thresold", "did you mean threshold"),
     ("group-not-a-mapping", lambda r: put(r, "occlusion", 5), "occlusion=5", "mapping"),
-    ("zoo-missing-sha256", _zoo_without_sha, "model_zoo.arcface_r100.sha256", "missing"),
+    ("zoo-missing-sha256", _zoo_without_sha, "model_zoo.arcface_r100=", "path_or_url needs its sha256"),
     ("zoo-bad-sha256",
      lambda r: put(r, "model_zoo", {"x": {"arch": "iresnet50", "path_or_url": "/p", "sha256": "0123"}}),
      "model_zoo.x.sha256='0123'", "64 hexadecimal"),
