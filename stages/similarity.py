@@ -34,76 +34,40 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
 from leam.io import json_safe, read_face_labels, read_leam_outputs, write_csv_atomic, write_json_atomic
-from leam.metrics.distributions import GROUND_METRIC, cell_size, face_class_ids, face_mask_from_labels
-from leam.metrics.similarity import DIFFERENT, PAPER_BC_RANGES, SAME, headline, score_model, summary_tables
+from leam.metrics.distributions import face_class_ids, face_mask_from_labels
+from leam.metrics.similarity import metrics_document, model_similarity, similarity_tables
 
 log = logging.getLogger("leam.similarity")
 
 
-# ---------------------------------------------------------------------------------------------- stage
 def main(args: argparse.Namespace) -> None:
     config = load_config(args.params)  # the whole file is validated before any work
-    cfg = config.similarity
-    models = config.models
-    grid = cfg.grid
-    threshold = config.threshold
-    use_face_mask = cfg.face_mask
-    n_boot, seed = cfg.bootstrap, config.seed
-    out = Path(args.out)
-    all_pairs, all_scores, all_exclusions, metrics_models = [], [], [], {}
-    frame_size = None
-    for model in models:
+    cfg, threshold, seed = config.similarity, config.threshold, config.seed
+    results, frame_size = [], None
+    for model in config.models:
         maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
         frame_size = int(layers.get("frame_size", config.align.frame_size))
         face_mask = None
-        if use_face_mask:
+        if cfg.face_mask:
             labels = read_face_labels(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"])
             face_mask = face_mask_from_labels(labels, face_class_ids(), maps.shape[-1])
-        pairs, scores, exclusions, timings = score_model(maps, layers, meta, cfg, threshold, seed, frame_size,
-                                                         face_mask, progress=not args.no_progress)
-        log.info("%s: maps -> distributions %.1f s, BC %.2f s, EMD %.1f s for %d pairs (%.0f pairs/s)", model,
-                 timings["maps_s"], timings["bc_s"], timings["emd_s"], timings["emd_pairs"],
-                 timings["emd_pairs"] / max(timings["emd_s"], 1e-9))
-        all_pairs.append(pairs.drop(columns=["a", "b"]).assign(model=model))
-        all_scores.append(scores.assign(model=model))
-        all_exclusions.append(exclusions.assign(model=model))
-        metrics_models[model] = {"n_maps": int(len(meta)), "n_same_pairs": int((pairs.pair_type == SAME).sum()),
-                                 "n_different_pairs": int((pairs.pair_type == DIFFERENT).sum())}
-    pairs = pd.concat(all_pairs, ignore_index=True)
-    scores = pd.concat(all_scores, ignore_index=True)
-    labelled = scores.merge(pairs[["model", "pair_id", "pair_type", "gender_group"]], on=["model", "pair_id"])
-    summary, by_gender, tests = summary_tables(labelled, n_boot=n_boot, seed=seed)
-    for model in models:
-        metrics_models[model]["layers"] = headline(summary, tests, model, threshold)
-
-    front = ["model", "pair_id"]
-    write_csv_atomic(out / "pairs.csv", pairs[front + [c for c in pairs.columns if c not in front]])
-    scores = scores[["model", "layer", "threshold", "metric", "pair_id", "value"]]
-    write_csv_atomic(out / "scores.csv", scores.assign(value=scores.value.round(6)))
-    write_csv_atomic(out / "summary.csv", summary)
-    write_csv_atomic(out / "by_gender.csv", by_gender)
-    write_csv_atomic(out / "tests.csv", tests)
-    exclusions = pd.concat(all_exclusions, ignore_index=True)
-    write_csv_atomic(out / "exclusions.csv", exclusions[["model", "layer", "threshold", "maps_excluded", "pairs_dropped"]])
-    write_json_atomic(args.metrics, json_safe({
-        "grid": grid, "cell_size_px": cell_size(frame_size, grid), "frame_size": frame_size,
-        "bc_grid": cfg.bc_grid or "stored map grid (leam.store_size)",
-        "ground_metric": GROUND_METRIC, "negative_policy": cfg.negative_policy,
-        "face_mask": use_face_mask, "threshold": threshold,
-        "pairing": f"all same-identity pairs; {cfg.different_per_same} seeded "
-                   f"different-identity pairs per same pair, per identity",
-        "emd_layers": list(cfg.emd_layers),
-        "emd_thresholds": sorted({threshold} | set(cfg.emd_thresholds)),
-        "paper_bc_ranges": {k: list(v) for k, v in PAPER_BC_RANGES.items()},
-        "models": metrics_models}))
+        results.append(model_similarity(model, maps, layers, meta, cfg, threshold, seed, frame_size, face_mask,
+                                        progress=not args.no_progress))
+    tables = similarity_tables(results, n_boot=cfg.bootstrap, seed=seed)
+    out = Path(args.out)
+    for name, table in tables.items():
+        write_csv_atomic(out / f"{name}.csv", table)
+    tests = tables["tests"]
+    write_json_atomic(args.metrics, json_safe(metrics_document(results, tables["summary"], tests, cfg, threshold,
+                                                               frame_size)))
     top = tests[(tests.gender == "all") & (tests.metric == "bc") & np.isclose(tests.threshold, threshold)]
     log.info("similarity: %d models, %d pairs, %d scores; same > different BC (CIs apart) in %d/%d layers at top %.3g",
-             len(models), len(pairs), len(scores), int(top.same_more_similar.sum()), len(top), threshold)
+             len(config.models), len(tables["pairs"]), len(tables["scores"]), int(top.same_more_similar.sum()),
+             len(top), threshold)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -241,3 +241,28 @@ def test_metrics_json_is_strict():
 
     doc = json_safe({"p": np.float64("nan"), "ci": [np.float32(0.5), float("inf")], "ok": np.bool_(True), "n": np.int64(3)})
     assert json.loads(json.dumps(doc, allow_nan=False)) == {"p": None, "ci": [0.5, None], "ok": True, "n": 3}
+
+
+def test_model_tables_and_metrics_keep_models_apart(small_slice):
+    from leam.config import SimilarityParams
+    from leam.metrics.similarity import metrics_document, model_similarity, similarity_tables
+
+    grey = np.stack([cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (56, 56), interpolation=cv2.INTER_AREA)
+                     for p in small_slice.abspath]).astype(np.float32)
+    meta = small_slice.assign(image_id=small_slice.file)
+    cfg = SimilarityParams(grid=14, thresholds=[1.0], bootstrap=20, workers=1)
+    layers = {"layers": ["overall"]}
+    results = [model_similarity(name, maps[:, None], layers, meta, cfg, 0.1, 0, 224, progress=False)
+               for name, maps in (("a", grey), ("b", grey[::-1].copy()))]
+    assert [r.counts for r in results] == [{"n_maps": 24, "n_same_pairs": 24, "n_different_pairs": 24}] * 2
+    tables = similarity_tables(results, n_boot=20, seed=0)
+    assert list(tables) == ["pairs", "scores", "summary", "by_gender", "tests", "exclusions"]
+    assert all(list(t.columns[:1]) == ["model"] for t in tables.values())
+    scores = tables["scores"]
+    assert set(scores.metric) == {"bc", "emd"} and (scores.value == scores.value.round(6)).all()
+    # pair ids restart per model: the summary counts each model's pairs once
+    assert (tables["summary"].groupby(["model", "threshold", "metric"]).n.sum() == 48).all()
+    doc = metrics_document(results, tables["summary"], tables["tests"], cfg, 0.1, 224)
+    assert list(doc["models"]) == ["a", "b"] and doc["cell_size_px"] == 16.0 and doc["emd_thresholds"] == [0.1]
+    assert doc["models"]["a"]["n_same_pairs"] == 24 and set(doc["models"]["b"]["layers"]["overall"]) == {
+        "bc_top", "bc_full", "emd_top"}

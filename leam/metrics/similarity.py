@@ -24,7 +24,8 @@ import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import ot
@@ -32,16 +33,16 @@ import pandas as pd
 from tqdm import tqdm
 
 from leam.errors import LeamError
-from leam.metrics.distributions import ground_cost, maps_to_distributions
+from leam.metrics.distributions import GROUND_METRIC, cell_size, ground_cost, maps_to_distributions
 from leam.metrics.stats import compare_groups, summarize
 from leam.topt import effective_thresholds
 
 if TYPE_CHECKING:  # the params group is only an annotation here
     from leam.config import SimilarityParams
 
-__all__ = ["DIFFERENT", "PAPER_BC_RANGES", "SAME", "EMDConvergenceError", "bhattacharyya_matrix", "build_pairs",
-           "emd_pair", "emd_pairs", "gender_group", "headline", "same_identity_pairs", "sample_different_pairs",
-           "score_model", "summary_tables"]
+__all__ = ["DIFFERENT", "PAPER_BC_RANGES", "SAME", "EMDConvergenceError", "ModelSimilarity", "bhattacharyya_matrix",
+           "build_pairs", "emd_pair", "emd_pairs", "gender_group", "headline", "metrics_document", "model_similarity",
+           "same_identity_pairs", "sample_different_pairs", "score_model", "similarity_tables", "summary_tables"]
 
 log = logging.getLogger(__name__)
 
@@ -341,3 +342,69 @@ def headline(summary: pd.DataFrame, tests: pd.DataFrame, model: str, threshold: 
                                         for kind, (low, high) in PAPER_BC_RANGES.items()})
         out[layer] = entry
     return out
+
+
+# --------------------------------------------------------------------------------------- the stage
+@dataclass(frozen=True)
+class ModelSimilarity:
+    """One model's :func:`score_model` tables, each with a ``model`` column, and its map and pair counts.
+
+    pairs: the pair table without the row columns ``a, b``; scores: layer, threshold, metric, pair_id,
+    value; exclusions: one row per layer and threshold; counts: n_maps, n_same_pairs, n_different_pairs.
+    """
+
+    model: str
+    pairs: pd.DataFrame
+    scores: pd.DataFrame
+    exclusions: pd.DataFrame
+    counts: dict[str, int]
+
+
+def model_similarity(model: str, maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: SimilarityParams,
+                     threshold: float, seed: int, frame_size: int, face_mask: np.ndarray | None = None,
+                     progress: bool = True) -> ModelSimilarity:
+    """:func:`score_model` of one named model (same arguments), tagged with its name; logs the timings."""
+    pairs, scores, exclusions, timings = score_model(maps, layers, meta, cfg, threshold, seed, frame_size,
+                                                     face_mask, progress=progress)
+    log.info("%s: maps -> distributions %.1f s, BC %.2f s, EMD %.1f s for %d pairs (%.0f pairs/s)", model,
+             timings["maps_s"], timings["bc_s"], timings["emd_s"], timings["emd_pairs"],
+             timings["emd_pairs"] / max(timings["emd_s"], 1e-9))
+    counts = {"n_maps": int(len(meta)), "n_same_pairs": int((pairs.pair_type == SAME).sum()),
+              "n_different_pairs": int((pairs.pair_type == DIFFERENT).sum())}
+    return ModelSimilarity(model, pairs.drop(columns=["a", "b"]).assign(model=model), scores.assign(model=model),
+                           exclusions.assign(model=model), counts)
+
+
+def similarity_tables(results: Sequence[ModelSimilarity], n_boot: int, seed: int) -> dict[str, pd.DataFrame]:
+    """The ``similarity`` stage's tables by file stem: pairs, scores (values rounded to 6 places), summary,
+    by_gender, tests (:func:`summary_tables` over every model) and exclusions, ``model`` first."""
+    pairs = pd.concat([result.pairs for result in results], ignore_index=True)
+    scores = pd.concat([result.scores for result in results], ignore_index=True)
+    labelled = scores.merge(pairs[["model", "pair_id", "pair_type", "gender_group"]], on=["model", "pair_id"])
+    summary, by_gender, tests = summary_tables(labelled, n_boot=n_boot, seed=seed)
+    front = ["model", "pair_id"]
+    scores = scores[["model", "layer", "threshold", "metric", "pair_id", "value"]]
+    exclusions = pd.concat([result.exclusions for result in results], ignore_index=True)
+    return {"pairs": pairs[front + [c for c in pairs.columns if c not in front]],
+            "scores": scores.assign(value=scores.value.round(6)), "summary": summary, "by_gender": by_gender,
+            "tests": tests,
+            "exclusions": exclusions[["model", "layer", "threshold", "maps_excluded", "pairs_dropped"]]}
+
+
+def metrics_document(results: Sequence[ModelSimilarity], summary: pd.DataFrame, tests: pd.DataFrame,
+                     cfg: SimilarityParams, threshold: float, frame_size: int) -> dict:
+    """metrics/similarity.json: the recipe (grids, ground metric in ``frame_size`` pixels, pairing, EMD
+    layers and thresholds), the paper's BC ranges and per model its counts and :func:`headline`."""
+    models = {result.model: {**result.counts, "layers": headline(summary, tests, result.model, threshold)}
+              for result in results}
+    return {
+        "grid": cfg.grid, "cell_size_px": cell_size(frame_size, cfg.grid), "frame_size": frame_size,
+        "bc_grid": cfg.bc_grid or "stored map grid (leam.store_size)",
+        "ground_metric": GROUND_METRIC, "negative_policy": cfg.negative_policy,
+        "face_mask": cfg.face_mask, "threshold": threshold,
+        "pairing": f"all same-identity pairs; {cfg.different_per_same} seeded "
+                   f"different-identity pairs per same pair, per identity",
+        "emd_layers": list(cfg.emd_layers),
+        "emd_thresholds": sorted({threshold} | set(cfg.emd_thresholds)),
+        "paper_bc_ranges": {k: list(v) for k, v in PAPER_BC_RANGES.items()},
+        "models": models}
