@@ -30,18 +30,14 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
-from tqdm import tqdm
 
-from leam import core
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
+from leam.dataset_maps import dataset_maps
 from leam.errors import LeamError
 from leam.io import FLOAT16_TINY, read_aligned, read_csv_checked, write_leam_outputs
 from leam.models.registry import available_models, describe_models, get_spec, register_zoo, resolve_layers
-from leam.placement import cell_table
 
 log = logging.getLogger("leam.leam")
 
@@ -56,12 +52,8 @@ def main(args: argparse.Namespace) -> None:
         raise LeamError("--model is required; registered models: " + ", ".join(available_models()))
     started = time.perf_counter()
     cfg = config.leam  # choices and ranges are checked by the schema (leam.config)
-    grid, batch_size, frame_padding = cfg.store_size, cfg.batch_size, config.align.padding
-
     spec = get_spec(args.model)
     index, frames, landmarks = read_aligned(args.aligned, columns=("row", "gender"))
-    if grid > frames.shape[1]:
-        raise LeamError(f"leam.store_size={grid} exceeds the frame size {frames.shape[1]}")
     pairs = None
     if cfg.reference == "pairs":
         pairs_file = Path(cfg.pairs_file)
@@ -69,55 +61,20 @@ def main(args: argparse.Namespace) -> None:
             raise LeamError(f"leam.reference=pairs needs leam.pairs_file, got {str(pairs_file)!r} (not a file)")
         pairs = read_csv_checked(pairs_file, ("image_id", "reference_image_id"), dtype=str,
                                  hint="fix leam.pairs_file (CSV with columns image_id, reference_image_id)")
-    plan, dropped = core.select_references(index, cfg.reference, cfg.baseline_index, pairs)
-    if plan.empty:
-        raise LeamError(f"no image has a reference (dropped: {dropped or 'none'}); "
-                        "every identity needs at least two aligned photos")
-
     model = spec.load(Path(args.weights))
     layers = resolve_layers(spec, model, cfg.layers.get(args.model))
     torch.manual_seed(config.seed)
+    result = dataset_maps(model, spec, layers, index, frames, landmarks, cfg, config.align.padding, pairs)
 
-    array_rows = index["row"].to_numpy()
-    embeddings = core.embed_frames(model, spec, frames[array_rows], landmarks[array_rows], frame_padding, batch_size)
-    references = core.reference_embeddings(plan, embeddings)
-    image_rows = array_rows[plan.row.to_numpy()]
-    probe = array_rows[:cfg.probe_images]  # effective_field: cell positions measured on the first aligned photos
-    geometries = core.frame_geometries(model, spec, layers, cfg.placement, frames[probe], landmarks[probe],
-                                       frame_padding)
-    maps = np.zeros((len(plan), len(layers) + 1, grid, grid), dtype=np.float32)
-    cosines = np.zeros(len(plan), dtype=np.float64)
-    for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {args.model}", unit="batch"):
-        rows = image_rows[start:start + batch_size]
-        result = core.frame_leam_maps(model, spec, frames[rows], landmarks[rows], references[start:start + batch_size],
-                                      layers, frame_padding, cfg.sign, cfg.negative_activations, geometries)
-        stored = core.area_downsample(result.maps, grid)
-        stored = torch.cat([stored, core.overall_map(stored, cfg.overall)[:, None]], dim=1)
-        maps[start:start + len(rows)] = stored.numpy()
-        cosines[start:start + len(rows)] = result.cosine.numpy()
-
-    kept = index.iloc[plan.row.to_numpy()].reset_index(drop=True)
-    meta = pd.DataFrame({"row": np.arange(len(plan)), "image_id": kept.image_id, "identity": kept.identity,
-                         "gender": kept.gender, "reference_image_id": plan.reference_image_id.to_numpy(),
-                         "cosine": cosines})
-    # every aligned image is in meta.csv or discards.csv; the reason is exact when one reason dropped them all
-    unplanned = np.ones(len(index), dtype=bool)
-    unplanned[plan.row.to_numpy()] = False
-    reason = next(iter(dropped)) if len(dropped) == 1 else "no_reference"
-    discards = pd.DataFrame({"image_id": index.image_id[unplanned], "identity": index.identity[unplanned],
-                             "reason": reason}, columns=["image_id", "identity", "reason"])
     out = Path(args.out) / args.model
-    faint = write_leam_outputs(out, maps, {
-        "model": args.model, "layers": [*layers, "overall"], "grid": grid, "frame_size": int(frames.shape[1]),
-        "sign": cfg.sign, "negative_activations": cfg.negative_activations, "reference": cfg.reference,
-        "placement": cfg.placement, "cells": cell_table(geometries),
-        "images_in": int(len(index)), "dropped": {k: int(v) for k, v in sorted(dropped.items())}}, meta, discards)
+    faint = write_leam_outputs(out, result.maps, result.record, result.meta, result.discards)
     if faint:
         log.warning("%d of %d layer maps peak below %.1e of their layer's peak and keep fewer significant bits",
-                    faint, len(plan) * len(layers), FLOAT16_TINY)
-    log.info("%s: %d images, %d dropped (%s), %d layers, mean cosine %.3f, %.1f s -> %s", args.model, len(plan),
-             sum(dropped.values()), ", ".join(f"{k}={v}" for k, v in sorted(dropped.items())) or "none",
-             len(layers), float(cosines.mean()), time.perf_counter() - started, out)
+                    faint, len(result.meta) * len(layers), FLOAT16_TINY)
+    dropped = result.dropped
+    log.info("%s: %d images, %d dropped (%s), %d layers, mean cosine %.3f, %.1f s -> %s", args.model,
+             len(result.meta), sum(dropped.values()), ", ".join(f"{k}={v}" for k, v in sorted(dropped.items()))
+             or "none", len(layers), float(result.meta.cosine.mean()), time.perf_counter() - started, out)
 
 
 def build_parser() -> argparse.ArgumentParser:

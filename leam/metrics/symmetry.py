@@ -11,19 +11,35 @@ Two measurements, each per network, layer and placement (``leam.placement``):
   map and that of the mirror's map mirrored back, in analysis-frame pixels. A placement that puts cells
   where they look gives 0 for every network, whatever the face; a drift towards one side shows as a
   bias of that sign (positive = towards the image right).
+
+:func:`model_symmetry` runs one network on a seeded subset of photos and their mirror images under every
+placement and measures both per image; :func:`summarise_symmetry` and :func:`symmetry_metrics` make the
+``symmetry`` stage's summary and JSON.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn as nn
+from tqdm import tqdm
 
+from leam import core
 from leam.errors import LeamError
 from leam.metrics.stats import bootstrap_ci
 from leam.parsing.classes import CLASS_ID
+from leam.placement import PLACEMENTS
+from leam.topt import top_fraction_mask
 
-__all__ = ["MIRROR_68", "mirror_faces", "region_sides", "side_shares", "horizontal_centroid", "summarise_symmetry"]
+if TYPE_CHECKING:  # annotations only
+    from leam.config import LeamParams
+    from leam.models.spec import ModelSpec
+
+__all__ = ["MIRROR_68", "PAIRS", "mirror_faces", "region_sides", "side_shares", "horizontal_centroid",
+           "model_symmetry", "summarise_symmetry", "symmetry_metrics"]
 
 MIRROR_68 = np.array(
     list(range(16, -1, -1))                      # jaw 0..16
@@ -120,3 +136,72 @@ def summarise_symmetry(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.Da
         row["flip_bias_low"], row["flip_bias_high"] = bootstrap_ci(bias, n_boot, seed) if len(bias) > 1 else (np.nan, np.nan)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def model_symmetry(model: nn.Module, spec: ModelSpec, layers: Sequence[str], frames: np.ndarray,
+                   landmarks: np.ndarray, labels: np.ndarray, index: pd.DataFrame,
+                   probe: tuple[np.ndarray, np.ndarray], cfg: LeamParams, *, padding: float, threshold: float,
+                   seed: int, max_images: int) -> pd.DataFrame:
+    """Per-image symmetry rows of one network for every placement (see the module docstring).
+
+    frames (N, S, S, 3) uint8, landmarks (N, 68, 2) frame pixels and labels (N, S, S) canonical class ids
+    are the photos with parser labels, ``index`` their aligned index (row i = array row i); probe: the
+    leam stage's probe photos (frames, landmarks), on which ``effective_field`` is measured. ``cfg`` is the
+    ``leam`` params group (references, sign, negative activations, overall map, batch size); ``max_images``
+    photos are drawn with ``seed``; ``threshold`` is the top-t fraction whose L/R shares are measured.
+    Columns: model, placement, layer, grid (cells a side, receptive_field; 0 for overall), image_id,
+    flip_bias_px, ``<pair>_left``, ``<pair>_right`` for every pair of :data:`PAIRS`.
+    """
+    plan, _ = core.select_references(index, cfg.reference, cfg.baseline_index)
+    rng = np.random.default_rng(seed)
+    plan = plan.iloc[np.sort(rng.permutation(len(plan))[:max_images])].reset_index(drop=True)
+    batch = cfg.batch_size
+    needed = np.unique(np.concatenate([plan.row.to_numpy(), *map(np.asarray, plan.reference_rows)]))
+    embeddings = torch.zeros((len(frames), spec.embedding_dim))  # only the rows the subset needs are filled
+    embeddings[needed] = core.embed_frames(model, spec, frames[needed], landmarks[needed], padding, batch)
+    references = core.reference_embeddings(plan, embeddings)
+    rows = plan.row.to_numpy()
+    names = [*layers, "overall"]
+    geometries = {placement: core.frame_geometries(model, spec, layers, placement, *probe, padding)
+                  for placement in PLACEMENTS}  # measured once per model, as the leam stage does
+
+    def maps_of(images, points, refs, placement) -> torch.Tensor:
+        """Layer maps plus the overall map (N, L + 1, S, S) under one placement."""
+        result = core.frame_leam_maps(model, spec, images, points, refs, layers, padding, cfg.sign,
+                                      cfg.negative_activations, geometries[placement])
+        return torch.cat([result.maps, core.overall_map(result.maps, cfg.overall)[:, None]], dim=1)
+
+    out = []
+    for start in tqdm(range(0, len(rows), batch), desc=f"symmetry {spec.name}", unit="batch"):
+        chunk, refs = rows[start:start + batch], references[start:start + batch]
+        sides = region_sides(labels[chunk], landmarks[chunk])
+        mirrored, mirrored_points = mirror_faces(frames[chunk], landmarks[chunk])
+        for placement in PLACEMENTS:
+            maps = maps_of(frames[chunk], landmarks[chunk], refs, placement)
+            flipped_back = maps_of(mirrored, mirrored_points, refs, placement).flip(-1)
+            bias = ((horizontal_centroid(maps) - horizontal_centroid(flipped_back)) / 2).numpy()
+            n, count, size = maps.shape[0], maps.shape[1], maps.shape[-1]
+            top = top_fraction_mask(maps.reshape(n * count, size, size), threshold).reshape(maps.shape)
+            shares = side_shares(top.to(torch.float32), sides)
+            for i, row in enumerate(chunk):
+                for j, layer in enumerate(names):
+                    record = {"model": spec.name, "placement": placement, "layer": layer,
+                              "image_id": index.image_id[row], "flip_bias_px": float(bias[i, j])}
+                    for pair in PAIRS:
+                        record[f"{pair}_left"], record[f"{pair}_right"] = shares[pair][i, j]
+                    out.append(record)
+    frame = pd.DataFrame(out)
+    grids = {layer: geometry.grid[0] for layer, geometry in geometries["receptive_field"].items()}
+    frame.insert(3, "grid", frame.layer.map(grids).fillna(0).astype(int))
+    return frame
+
+
+def symmetry_metrics(summary: pd.DataFrame, threshold: float) -> dict:
+    """metrics/symmetry.json: per model, placement and layer the L/R ratios and the flip bias (rounded to 3 places)."""
+    document: dict = {"threshold": threshold, "models": {}}
+    for row in summary.itertuples(index=False):
+        entry = {"grid": row.grid, "images": row.images, "flip_bias_px": round(row.flip_bias_px, 3)}
+        for pair in PAIRS:
+            entry[f"{pair}_lr"] = round(float(getattr(row, f"{pair}_lr")), 3)
+        document["models"].setdefault(row.model, {}).setdefault(row.placement, {})[row.layer] = entry
+    return document

@@ -1,0 +1,108 @@
+"""LEAM maps of a whole aligned photo set for one network: what the ``leam@<model>`` stage stores.
+
+Every aligned photo with a possible reference (:func:`leam.core.select_references`) is explained against
+its reference embedding, ``leam.batch_size`` photos per forward + backward pass, with the cell placement
+measured once per network (:func:`probe_photos` are the faces ``effective_field`` is measured on). The
+maps come back in the analysis frame, are area-downsampled to ``leam.store_size`` cells a side and get the
+overall map (:func:`leam.core.overall_map` of the stored layer maps) as their last layer. Nothing here reads
+or writes files: :func:`leam.io.write_leam_outputs` stores the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from leam import core
+from leam.errors import LeamError
+from leam.placement import cell_table
+
+if TYPE_CHECKING:  # annotations only
+    from leam.config import LeamParams
+    from leam.models.spec import ModelSpec
+
+__all__ = ["DatasetMaps", "dataset_maps", "probe_photos"]
+
+
+@dataclass(frozen=True)
+class DatasetMaps:
+    """One network's LEAM maps of an aligned set, with the tables the ``leam`` stage writes beside them.
+
+    maps: float32 (M, L + 1, G, G) raw maps in the analysis frame, G = ``leam.store_size``, the last
+    layer ``overall``; row i belongs to ``meta`` row i. meta: row, image_id, identity, gender,
+    reference_image_id, cosine (of the clean pair). discards: image_id, identity, reason of the aligned
+    photos without a reference (meta + discards = the aligned index). record: the ``layers.json``
+    fields (model, layers, grid, frame_size, sign, negative_activations, reference, placement, cells,
+    images_in, dropped). dropped: photos without a reference, counted by reason.
+    """
+
+    maps: np.ndarray
+    meta: pd.DataFrame
+    discards: pd.DataFrame
+    record: dict
+    dropped: dict[str, int]
+
+
+def probe_photos(index: pd.DataFrame, frames: np.ndarray, landmarks: np.ndarray, count: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (n, S, S, 3) and landmarks (n, 68, 2) of the first ``count`` (``leam.probe_images``) aligned
+    photos (index order): where ``effective_field`` measures every layer's cell positions."""
+    first = index["row"].to_numpy()[:count]
+    return frames[first], landmarks[first]
+
+
+def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index: pd.DataFrame,
+                 frames: np.ndarray, landmarks: np.ndarray, cfg: LeamParams, padding: float,
+                 pairs: pd.DataFrame | None = None) -> DatasetMaps:
+    """LEAM maps of every aligned photo that has a reference, against that reference (module docstring).
+
+    index: the aligned index (``row`` = array row, ``image_id``, ``identity``, ``gender``); frames
+    (N, S, S, 3) uint8 and landmarks (N, 68, 2) frame pixels; cfg: the ``leam`` params group; padding:
+    ``align.padding`` (the frame's dlib chip padding, for the model's input warp); pairs: the
+    ``leam.reference=pairs`` table (image_id, reference_image_id), else None.
+    """
+    grid, batch_size = cfg.store_size, cfg.batch_size
+    if grid > frames.shape[1]:
+        raise LeamError(f"leam.store_size={grid} exceeds the frame size {frames.shape[1]}")
+    plan, dropped = core.select_references(index, cfg.reference, cfg.baseline_index, pairs)
+    if plan.empty:
+        raise LeamError(f"no image has a reference (dropped: {dropped or 'none'}); "
+                        "every identity needs at least two aligned photos")
+    array_rows = index["row"].to_numpy()
+    embeddings = core.embed_frames(model, spec, frames[array_rows], landmarks[array_rows], padding, batch_size)
+    references = core.reference_embeddings(plan, embeddings)
+    image_rows = array_rows[plan.row.to_numpy()]
+    geometries = core.frame_geometries(model, spec, layers, cfg.placement,
+                                       *probe_photos(index, frames, landmarks, cfg.probe_images), padding)
+    maps = np.zeros((len(plan), len(layers) + 1, grid, grid), dtype=np.float32)
+    cosines = np.zeros(len(plan), dtype=np.float64)
+    for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {spec.name}", unit="batch"):
+        rows = image_rows[start:start + batch_size]
+        result = core.frame_leam_maps(model, spec, frames[rows], landmarks[rows], references[start:start + batch_size],
+                                      layers, padding, cfg.sign, cfg.negative_activations, geometries)
+        stored = core.area_downsample(result.maps, grid)
+        stored = torch.cat([stored, core.overall_map(stored, cfg.overall)[:, None]], dim=1)
+        maps[start:start + len(rows)] = stored.numpy()
+        cosines[start:start + len(rows)] = result.cosine.numpy()
+
+    kept = index.iloc[plan.row.to_numpy()].reset_index(drop=True)
+    meta = pd.DataFrame({"row": np.arange(len(plan)), "image_id": kept.image_id, "identity": kept.identity,
+                         "gender": kept.gender, "reference_image_id": plan.reference_image_id.to_numpy(),
+                         "cosine": cosines})
+    # every aligned image is in meta or discards; the reason is exact when one reason dropped them all
+    unplanned = np.ones(len(index), dtype=bool)
+    unplanned[plan.row.to_numpy()] = False
+    reason = next(iter(dropped)) if len(dropped) == 1 else "no_reference"
+    discards = pd.DataFrame({"image_id": index.image_id[unplanned], "identity": index.identity[unplanned],
+                             "reason": reason}, columns=["image_id", "identity", "reason"])
+    record = {"model": spec.name, "layers": [*layers, "overall"], "grid": grid, "frame_size": int(frames.shape[1]),
+              "sign": cfg.sign, "negative_activations": cfg.negative_activations, "reference": cfg.reference,
+              "placement": cfg.placement, "cells": cell_table(geometries), "images_in": int(len(index)),
+              "dropped": {k: int(v) for k, v in sorted(dropped.items())}}
+    return DatasetMaps(maps=maps, meta=meta, discards=discards, record=record, dropped=dropped)
