@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from leam import io
-from leam.data.manifest import DISCARD_COLUMNS, INDEX_COLUMNS, TOO_FEW_IMAGES
+from leam.data.manifest import DISCARD_COLUMNS, INDEX_COLUMNS, TOO_FEW_IMAGES, too_few_images
 from leam.errors import LeamError
 
 __all__ = ["account_alignment", "data_metrics", "drop_small_identities", "read_faces_discards", "read_faces_index",
@@ -58,8 +58,7 @@ def drop_small_identities(kept: pd.DataFrame, min_images: int) -> tuple[np.ndarr
     it leaves here, with reason ``too_few_images`` (the faces stage's reason for the same rule), rather than
     unnoticed in a later stage.
     """
-    sizes = kept.groupby("identity")["image_id"].transform("size").to_numpy() if len(kept) else np.zeros(0, int)
-    keep = sizes >= max(int(min_images), 1)
+    keep = ~too_few_images(kept, min_images)
     dropped = kept[~keep]
     return keep, pd.DataFrame({"image_id": dropped.image_id, "path": dropped.path, "reason": TOO_FEW_IMAGES},
                               columns=list(DISCARD_COLUMNS))

@@ -178,6 +178,18 @@ def select_subset(rows: pd.DataFrame, seed: int, max_identities: int = 0, max_im
     return rows.reset_index(drop=True)
 
 
+def too_few_images(rows: pd.DataFrame, min_images_per_identity: int) -> np.ndarray:
+    """(N,) bool: rows whose identity has fewer than ``min_images_per_identity`` (at least 1) rows.
+
+    Such an identity has no reference photo for LEAM and no same-identity pair; the faces and align
+    stages both discard its rows with reason ``too_few_images``.
+    """
+    if not len(rows):
+        return np.zeros(0, dtype=bool)
+    sizes = rows.groupby("identity")["image_id"].transform("size").to_numpy()
+    return sizes < max(int(min_images_per_identity), 1)
+
+
 def select_accounted(rows: pd.DataFrame, seed: int, max_identities: int = 0, max_images_per_identity: int = 0,
                      min_images_per_identity: int = 0, path_column: str | None = None
                      ) -> tuple[pd.DataFrame, list[dict], int]:
@@ -193,8 +205,7 @@ def select_accounted(rows: pd.DataFrame, seed: int, max_identities: int = 0, max
         raise LeamError(f"data.max_images_per_identity={max_images_per_identity} is below "
                         f"data.min_images_per_identity={min_images_per_identity}: every identity would be left "
                         f"with too few images; raise the cap or lower the minimum")
-    sizes = rows.groupby("identity")["image_id"].transform("size") if len(rows) else pd.Series([], dtype=int)
-    too_few = (sizes < max(int(min_images_per_identity), 1)).to_numpy(bool)
+    too_few = too_few_images(rows, min_images_per_identity)
     dropped = rows[too_few]
     discards = [{"image_id": image_id, "path": str(path) if path_column else "", "reason": TOO_FEW_IMAGES}
                 for image_id, path in zip(dropped.image_id, dropped[path_column] if path_column else dropped.image_id)]
