@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from leam import occlusion as occ
 from leam.models import registry
 from leam.models.registry import ModelSpec
 from stages import occlusion as stage
-from tests.test_occlusion import TINY_INPUT, TinyFaceNet, real_faces, smooth_maps, tiny_input_warp  # noqa: F401
+from tests.occlusion_faces import TINY_INPUT, TinyFaceNet, occlusion_faces, smooth_maps, tiny_input_warp  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["tiny_a", "tiny_b"]
@@ -26,18 +27,18 @@ def _tiny_spec(name: str, seed: int) -> ModelSpec:
 
 
 @pytest.fixture()
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_faces: dict) -> Path:  # noqa: F811
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, occlusion_faces: dict) -> Path:  # noqa: F811
     """A repository-shaped folder: params.yaml, data/aligned, data/leam/<tiny model> for two models."""
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["models"] = MODELS
     params["occlusion"].update({"thresholds": [0.02, 0.05], "maps": ["overall", "features.2"], "random_repeats": 1, "random": ["uniform", "face", "blob"],
                                 "batch_size": 8, "max_images_per_identity": 0, "fill": "black"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    frames, identities, ids = real_faces["frames"], real_faces["identity"], real_faces["image_id"]
+    frames, identities, ids = occlusion_faces["frames"], occlusion_faces["identity"], occlusion_faces["image_id"]
     aligned = tmp_path / "data" / "aligned"
     aligned.mkdir(parents=True)
     np.save(aligned / "frames.npy", frames)
-    np.save(aligned / "landmarks.npy", real_faces["landmarks"])
+    np.save(aligned / "landmarks.npy", occlusion_faces["landmarks"])
     genders = ["female" if i == identities[0] else "male" for i in identities]
     pd.DataFrame({"image_id": ids, "identity": identities, "gender": genders, "row": range(len(ids))}).to_csv(
         aligned / "index.csv", index=False)
@@ -66,7 +67,7 @@ def test_stage_writes_tidy_tables_metrics_and_examples(workspace: Path) -> None:
     assert _run() == 0
     out = workspace / "data" / "occlusion"
     drops = pd.read_csv(out / "drops.csv")
-    assert list(drops.columns) == stage.DROP_COLUMNS
+    assert list(drops.columns) == occ.DROP_COLUMNS
     n = len(pd.read_csv(workspace / "data" / "aligned" / "index.csv"))
     thresholds = [0.01, 0.02, 0.05]  # occlusion.thresholds plus the top-level threshold
     assert sorted(drops.threshold.unique()) == thresholds

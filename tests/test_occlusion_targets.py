@@ -1,0 +1,67 @@
+"""leam.occlusion.targets: a frame mask reaches every model input intact; targets and their references."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from leam import occlusion as occ
+from leam.frame import dlib_chip_matrix, frame_to_input, input_to_frame
+from leam.models.spec import ModelSpec
+from leam.occlusion.targets import cosine, frames_tensor
+from leam.topt import top_fraction_mask
+from tests.occlusion_faces import (  # noqa: F401
+    FRAME,
+    PADDING,
+    TINY_INPUT,
+    TinyFaceNet,
+    occlusion_faces,
+    smooth_maps,
+    tiny_input_warp,
+)
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.10])
+def test_mask_survives_the_round_trip_through_a_model_input(occlusion_faces: dict, fraction: float) -> None:  # noqa: F811
+    """Frame mask -> model input -> frame (bilinear both ways, threshold 0.5) keeps IoU high."""
+    landmarks = occlusion_faces["landmarks"]
+    maps = torch.from_numpy(smooth_maps(len(landmarks), seed=3))
+    region = torch.from_numpy(occ.face_region_from_landmarks(landmarks, FRAME))
+    # Rank inside the face so the mask lies where every model input sees it.
+    mask = top_fraction_mask(occ.upsample_maps(maps, FRAME), fraction, valid=region)
+    for input_size, chip_padding in ((150, 0.25), (112, 0.1)):
+        matrix = dlib_chip_matrix(FRAME, PADDING, input_size, chip_padding)
+        rotation = cv2.getRotationMatrix2D((input_size / 2, input_size / 2), 7.0, 1.0)  # as a 5-point fit would add
+        full = np.vstack([matrix, [0, 0, 1]])
+        matrices = np.repeat((rotation @ full)[None], len(landmarks), axis=0)
+        there = frame_to_input(mask[:, None].float().expand(-1, 3, -1, -1), matrices, input_size)
+        back = input_to_frame(there, matrices, FRAME)[:, 0] > 0.5
+        # Compare where the input sees the frame (a tight 112 crop cuts off part of the jaw).
+        seen = input_to_frame(torch.ones_like(there[:, :1]), matrices, FRAME)[:, 0] > 0.999
+        assert seen.float().mean() > 0.2
+        inside = mask & seen
+        iou = ((back & inside).sum((1, 2)) / (back | inside).sum((1, 2))).numpy()
+        assert iou.min() > 0.85, (input_size, iou)
+
+
+def test_target_from_spec_embeds_frames_through_its_input_warp(occlusion_faces: dict) -> None:  # noqa: F811
+    frames, landmarks = occlusion_faces["frames"][:3], occlusion_faces["landmarks"][:3]
+    spec = ModelSpec(name="tiny", description="random tiny CNN (test)", input_size=TINY_INPUT, embedding_dim=32,
+                     layers=("features.2",), load=lambda weights_dir: TinyFaceNet(), input_warp=tiny_input_warp)
+    target = occ.Target.from_spec(spec, TinyFaceNet(), landmarks, FRAME, PADDING)
+    assert target.name == "tiny" and target.input_size == TINY_INPUT and target.frame_to_input.shape == (3, 2, 3)
+    batch = frames_tensor(frames, np.array([2, 0]), torch.device("cpu"))
+    assert batch.shape == (2, 3, FRAME, FRAME) and torch.equal(batch[0].permute(1, 2, 0), torch.from_numpy(frames[2]).float())
+    embeddings = occ.embed_frames(target, batch, np.array([2, 0]))
+    assert embeddings.shape == (2, 32) and torch.allclose(embeddings.norm(dim=1), torch.ones(2))
+    assert torch.allclose(cosine(embeddings, embeddings), torch.ones(2))
+
+
+def test_reference_embeddings_take_one_row_or_the_mean_of_several() -> None:
+    clean = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=1)
+    refs = occ.reference_embeddings(clean, [2, [0], [0, 1]])
+    assert torch.allclose(refs[0], clean[2]) and torch.allclose(refs[1], clean[0])
+    assert torch.allclose(refs[2], torch.tensor([0.5, 0.5]))  # not renormalised: cosine is scale-free
