@@ -16,7 +16,7 @@ Rules beyond one key (checked on the whole file, in :meth:`Config._cross_field_r
 - maps are pooled by whole blocks of cells (``leam.metrics.distributions.pool_area``), so
   ``similarity.grid`` and a non-zero ``similarity.bc_grid`` must divide ``leam.store_size``, and parser
   labels (``align.frame_size`` pixels a side) are reduced to the map grid by whole blocks
-  (``face_mask_from_labels``), so ``leam.store_size`` must divide ``align.frame_size``;
+  (``leam.face_region.pool_region``), so ``leam.store_size`` must divide ``align.frame_size``;
 - ``data.source`` needs its input (``imdb_face``: ``data.imdb_csv``; ``folder``: ``data.folder_root``),
   ``leam.reference: pairs`` needs ``leam.pairs_file``, ``parsing.backend: farl`` needs a model file or a URL
   with its sha256.
@@ -84,6 +84,7 @@ OptionalSha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$"),
 ShapeFraction = Annotated[float, Field(ge=0, le=2)]
 
 IRESNET_ARCHS = ("iresnet18", "iresnet34", "iresnet50", "iresnet100")  # = leam.models.iresnet.ARCHS (tested)
+FACE_REGIONS = ("landmarks", "parsing", "all")  # = leam.face_region.FACE_REGIONS (tested)
 ZOO_FORMATS = ("arcface_torch", "onnx", "tflite", "tfjs", "torchscript", "python")  # = leam.models.zoo.FORMATS (tested)
 
 
@@ -279,7 +280,7 @@ class SimilarityParams(_Group):
                                             "leam.store_size; exact EMD at 112 costs ~40 s a pair)")
     bc_grid: int = Field(0, ge=0, description="BC: cells a side (0 = the stored map grid, leam.store_size: no "
                                               "pooling; else must divide it)")
-    face_mask: bool = Field(False, description="restrict distributions to the parser's face region")
+    face_mask: bool = Field(False, description="restrict distributions to the face region (top-level face_region)")
     negative_policy: Literal["clip", "abs"] = Field("clip", description="negative map values: set to 0, or made "
                                                                         "positive")
     thresholds: Fractions = Field([0.01, 0.05, 0.10, 1.0], description="top-t fractions compared with BC (the "
@@ -296,8 +297,6 @@ class SimilarityParams(_Group):
 
 
 class VariabilityParams(_Group):
-    face_region: Literal["parsing", "all"] = Field(
-        "parsing", description="cells over which the map CV is averaged: the parser's face region, or every cell")
     min_images: int = Field(2, ge=2, description="persons with fewer usable images are skipped")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
 
@@ -351,6 +350,10 @@ class Config(_Group):
     threshold: Fraction = Field(0.01, description="fraction of most relevant pixels used by the headline figures "
                                                   "(0.01 = top 1%)")
     seed: int = Field(0, ge=0, description="every random choice (sampling, pairs, random occlusion) derives from it")
+    face_region: Literal[FACE_REGIONS] = Field(
+        "landmarks", description="what counts as the face (leam.face_region), for similarity.face_mask, the cells "
+                                 "variability averages over and occlusion's random face/blob pixels: landmarks = "
+                                 "the 68-landmark hull, parsing = the parser's face classes, all = every pixel")
     model_zoo: dict[Name, ZooEntry] = Field(
         default_factory=dict, description="your networks, e.g. {arcface_r100: {arch: iresnet100, path_or_url: "
                                           "/path/backbone.pth, sha256: <hex>}} or {mine: {format: onnx, path_or_url: "

@@ -277,29 +277,33 @@ def read_parsing(parsing_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFra
     return labels, index, read_json_checked(paths[2], ("backend", "available"), stage="parse")
 
 
-def read_face_labels(parsing_dir: str | os.PathLike, aligned_dir: str | os.PathLike, image_ids,
-                     hint: str = "run the parse and align stages, or set similarity.face_mask=false") -> np.ndarray:
-    """Parser labels (N, S, S) uint8 of ``image_ids``, in that order, in the analysis frame.
-
-    Rows are found through the aligned index (``data/aligned/index.csv``: ``image_id`` -> ``row`` of
-    ``data/parsing/labels.npy``), so maps of any subset of images (a model's ``meta.csv``) get their labels.
-    ``hint`` ends the error when a file is missing. Turning labels into a face mask is
-    ``leam.metrics.distributions.face_mask_from_labels``.
-    """
-    labels_path, index_path = Path(parsing_dir) / "labels.npy", Path(aligned_dir) / "index.csv"
-    for path in (labels_path, index_path):
-        if not path.is_file():
-            raise LeamError(f"face mask needs {path} ({hint})")
-    labels = load_npy(labels_path, mmap_mode="r", stage="parse")
-    index = read_csv_checked(index_path, ("image_id",), stage="align")
-    if labels.shape[0] != len(index):
-        raise LeamError(f"{labels_path} has {labels.shape[0]} rows but {index_path} lists {len(index)} images")
+def aligned_rows(index: pd.DataFrame, image_ids, index_path: Path) -> np.ndarray:
+    """Array rows (``row`` column, else position) of ``image_ids`` in an aligned index (read from
+    ``index_path``, named in the error), in that order; an unknown id is one LeamError."""
     row_of = dict(zip(index["image_id"], index["row"] if "row" in index else range(len(index))))
     unknown = [i for i in image_ids if i not in row_of]
     if unknown:
         raise LeamError(f"{len(unknown)} map image(s) missing from {index_path}, e.g. {unknown[0]!r}")
-    rows = np.array([row_of[i] for i in image_ids], dtype=np.int64)
-    return np.asarray(labels[rows])
+    return np.array([row_of[i] for i in image_ids], dtype=np.int64)
+
+
+def read_face_labels(parsing_dir: str | os.PathLike, aligned_dir: str | os.PathLike, image_ids,
+                     hint: str = "run the parse and align stages, or choose face_region=landmarks") -> np.ndarray:
+    """Parser labels (N, S, S) uint8 of ``image_ids``, in that order, in the analysis frame.
+
+    Rows are found through the aligned index (``data/aligned/index.csv``: ``image_id`` -> ``row`` of
+    ``data/parsing/labels.npy``), so maps of any subset of images (a model's ``meta.csv``) get their labels.
+    ``hint`` ends the error when a file is missing.
+    """
+    labels_path, index_path = Path(parsing_dir) / "labels.npy", Path(aligned_dir) / "index.csv"
+    for path in (labels_path, index_path):
+        if not path.is_file():
+            raise LeamError(f"face region needs {path} ({hint})")
+    labels = load_npy(labels_path, mmap_mode="r", stage="parse")
+    index = read_csv_checked(index_path, ("image_id",), stage="align")
+    if labels.shape[0] != len(index):
+        raise LeamError(f"{labels_path} has {labels.shape[0]} rows but {index_path} lists {len(index)} images")
+    return np.asarray(labels[aligned_rows(index, image_ids, index_path)])
 
 
 def json_safe(value: Any) -> Any:

@@ -1,7 +1,8 @@
 """Stage `occlusion`: validate LEAM maps by occluding their top pixels, against random masks, across models.
 
 Reads   data/aligned/{frames.npy, landmarks.npy, index.csv}, data/leam/<model>/{maps.npy, layers.json, meta.csv}
-        and the weights in data/models/ for every model of the top-level `models` list.
+        and the weights in data/models/ for every model of the top-level `models` list; with
+        face_region=parsing also data/parsing/labels.npy.
 Writes  data/occlusion/drops.csv      one row per (source, target, map, threshold, kind, repeat, image)
         data/occlusion/summary.csv    mean drop with 95% bootstrap CI per (source, target, map, threshold, kind)
         data/occlusion/by_gender.csv  the same split by gender
@@ -12,10 +13,11 @@ Writes  data/occlusion/drops.csv      one row per (source, target, map, threshol
 
 drop = cos(clean image, reference) - cos(occluded image, reference) under the TARGET model, with the same
 reference as LEAM. Random rows (kind random_uniform / random_face / random_blob: i.i.d. pixels over the frame,
-i.i.d. pixels in the landmark face hull, a disc centred on a random face pixel) do not depend on a source model; their
+i.i.d. pixels in the face region (top-level `face_region`, default the landmark hull; leam.face_region), a
+disc centred on a random face pixel) do not depend on a source model; their
 source and map are `none`.
 
-Params: threshold, seed, models, align.padding, leam.reference, occlusion.* (thresholds, maps, fill, random,
+Params: threshold, seed, models, face_region, align.padding, leam.reference, occlusion.* (thresholds, maps, fill, random,
 random_repeats, max_images_per_identity, batch_size, transfer, device).
 Transfer (occlusion.transfer: true): maps of every source occlude every target; source = target uses every map
 of occlusion.maps, source != target only the first one (normally `overall`). A layer a model lacks is skipped
@@ -36,7 +38,7 @@ from leam.cli import run_stage, stage_parser
 from leam.config import load_config
 from leam.device import resolve_device
 from leam.examples import write_examples
-from leam.io import read_aligned, read_leam_outputs, write_csv_atomic, write_json_atomic
+from leam.io import read_aligned, read_face_labels, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.models.registry import get_spec, register_zoo
 from leam.topt import effective_thresholds
 
@@ -44,6 +46,7 @@ log = logging.getLogger("leam.occlusion")
 
 ALIGNED = Path("data/aligned")
 LEAM = Path("data/leam")
+PARSING = Path("data/parsing")
 WEIGHTS = Path("data/models")
 OUT = Path("data/occlusion")
 METRICS = Path("metrics/occlusion.json")
@@ -60,8 +63,10 @@ def main(args: argparse.Namespace) -> None:
     device = resolve_device(cfg.device, "occlusion.device")
 
     index, frames, landmarks = read_aligned(ALIGNED)
+    labels = read_face_labels(PARSING, ALIGNED, index.image_id) if config.face_region == "parsing" else None
     experiment = occ.plan_experiment(index, frames, landmarks, {m: read_leam_outputs(LEAM, m) for m in models},
-                                     cfg.maps, cfg.max_images_per_identity, seed, config.leam.reference)
+                                     cfg.maps, cfg.max_images_per_identity, seed, config.leam.reference,
+                                     config.face_region, labels)
     targets = (occ.Target.from_spec(spec, spec.load(WEIGHTS), experiment.landmarks, experiment.frame_size,
                                     config.align.padding) for spec in map(get_spec, models))
     drops, timings = occ.run_experiment(experiment, targets, design, cfg.transfer, cfg.batch_size, device)

@@ -11,8 +11,8 @@ pooling) and ``similarity.grid`` for EMD (area pooling after top-t selection at 
 - exact Earth Mover's Distance (POT network simplex; analysis-frame pixels) for ``similarity.emd_layers``
   at the top-level threshold plus ``similarity.emd_thresholds`` (EMD costs milliseconds per pair).
 
-Reads  data/leam/<model>/{maps.npy,layers.json,meta.csv}; with face_mask also data/parsing/labels.npy and
-       data/aligned/index.csv.
+Reads  data/leam/<model>/{maps.npy,layers.json,meta.csv}; with face_mask also the face region
+       (top-level ``face_region``: data/aligned/{index.csv,landmarks.npy}, or data/parsing/labels.npy).
 Writes data/similarity/pairs.csv        one row per pair (type, images, identities, gender group)
        data/similarity/scores.csv       model, layer, threshold, metric, pair_id, value (tidy, long)
        data/similarity/summary.csv      mean, std, 95% bootstrap CI per layer/threshold/metric/pair type
@@ -37,8 +37,8 @@ import numpy as np
 
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.io import json_safe, read_face_labels, read_leam_outputs, write_csv_atomic, write_json_atomic
-from leam.metrics.distributions import face_class_ids, face_mask_from_labels
+from leam.face_region import read_face_region
+from leam.io import json_safe, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.metrics.similarity import metrics_document, model_similarity, similarity_tables
 
 log = logging.getLogger("leam.similarity")
@@ -51,10 +51,8 @@ def main(args: argparse.Namespace) -> None:
     for model in config.models:
         maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
         frame_size = int(layers.get("frame_size", config.align.frame_size))
-        face_mask = None
-        if cfg.face_mask:
-            labels = read_face_labels(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"])
-            face_mask = face_mask_from_labels(labels, face_class_ids(), maps.shape[-1])
+        face_mask = (read_face_region(config.face_region, meta["image_id"], Path(args.aligned_dir),
+                                      Path(args.parsing_dir), frame_size, maps.shape[-1]) if cfg.face_mask else None)
         results.append(model_similarity(model, maps, layers, meta, cfg, threshold, seed, frame_size, face_mask,
                                         progress=not args.no_progress))
     tables = similarity_tables(results, n_boot=cfg.bootstrap, seed=seed)

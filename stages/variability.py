@@ -7,8 +7,9 @@ Two coefficients of variation (CV = std / mean, sample std, across a person's im
   from ``data/correlation/shares_per_image.csv``;
 - map CV: per grid cell, the CV of the person's pooled, normalised maps (same recipe as the similarity
   stage: ``similarity.grid``, ``similarity.negative_policy``, ``similarity.face_mask``), averaged over the
-  person's face region (``variability.face_region``: ``parsing`` = cells that are face in at least half
-  of the person's images, from the parser labels; ``all`` = every cell). Both the plain mean of cell CVs
+  person's face region (cells that are face in at least half of the person's images under the top-level
+  ``face_region``: ``landmarks`` = the 68-landmark hull, ``parsing`` = the parser's face classes; ``all``
+  = every cell; ``leam.face_region``). Both the plain mean of cell CVs
   (``map_cv``) and the mass-weighted one (``map_cv_weighted`` = sum std / sum mean) are written, for the
   full maps (threshold 1.0) and the top-``threshold`` maps.
 
@@ -17,7 +18,7 @@ give the mean CV over persons with a 95% bootstrap CI, for everyone and per gend
 test of women vs men.
 
 Reads  data/leam/<model>/{maps.npy,layers.json,meta.csv}, data/correlation/shares_per_image.csv,
-       data/parsing/labels.npy + data/aligned/index.csv (face_region=parsing or similarity.face_mask)
+       data/aligned/{index.csv,landmarks.npy}, data/parsing/labels.npy with face_region=parsing
 Writes data/variability/per_identity.csv          map CV per model/layer/threshold/person
        data/variability/shares_per_identity.csv   share CV per model/layer/person/level/part
        data/variability/summary.csv               mean CV with CI per measure, all and per gender
@@ -42,15 +43,14 @@ import pandas as pd
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
 from leam.errors import LeamError
+from leam.face_region import read_face_region
 from leam.io import (
     json_safe,
     read_csv_checked,
-    read_face_labels,
     read_leam_outputs,
     write_csv_atomic,
     write_json_atomic,
 )
-from leam.metrics.distributions import face_class_ids, face_mask_from_labels
 from leam.metrics.variability import metrics_document, model_map_variability, share_variability, summarise_variability
 
 log = logging.getLogger("leam.variability")
@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> None:
     config = load_config(args.params)  # the whole file is validated before any work
     threshold, use_face_mask = config.threshold, config.similarity.face_mask
     grid, policy = config.similarity.grid, config.similarity.negative_policy
-    min_images, region = config.variability.min_images, config.variability.face_region
+    min_images, region = config.variability.min_images, config.face_region
     shares_path = Path(args.shares)
     if not shares_path.is_file():
         raise LeamError(f"missing {shares_path} (run the correlate stage)")
@@ -69,13 +69,12 @@ def main(args: argparse.Namespace) -> None:
     maps_tables, share_tables, excluded, skipped = [], [], 0, 0
     for model in config.models:
         maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
-        face = None
-        if use_face_mask or region == "parsing":
-            labels = read_face_labels(Path(args.parsing_dir), Path(args.aligned_dir), meta["image_id"])
-            face = face_mask_from_labels(labels, face_class_ids(), maps.shape[-1])
+        face = (read_face_region(region, meta["image_id"], Path(args.aligned_dir), Path(args.parsing_dir),
+                                 int(layers.get("frame_size", config.align.frame_size)), maps.shape[-1])
+                if use_face_mask or region != "all" else None)
         result = model_map_variability(model, maps, layers, meta, grid, policy, threshold, min_images,
                                        face_mask=face if use_face_mask else None,
-                                       region_mask=face if region == "parsing" else None)
+                                       region_mask=face if region != "all" else None)
         maps_tables.append(result.table)
         excluded, skipped = excluded + result.maps_excluded, skipped + result.persons_skipped
         model_shares = shares[shares["model"] == model]

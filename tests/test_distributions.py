@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 
 from leam.errors import LeamError
+from leam.face_region import face_region
 from leam.metrics.distributions import (
     cell_centres,
-    face_mask_from_labels,
     ground_cost,
     maps_to_distributions,
     pool_area,
 )
+from leam.parsing.classes import CLASS_ID
 from leam.topt import top_fraction_mask
 
 
@@ -82,11 +83,11 @@ def test_top_fraction_is_applied_before_pooling(photo_maps):
     assert ((top.probs > 0).sum(axis=1) < (full.probs > 0).sum(axis=1)).all()
 
 
-def test_face_mask_from_labels_and_masking():
+def test_face_mask_restricts_the_distribution_to_the_face_cells():
     labels = np.full((1, 224, 224), 255, np.uint8)
-    labels[0, 100:180, 60:160] = 3  # a face class
-    labels[0, 0:20, :] = 0  # background
-    mask = face_mask_from_labels(labels, {3}, 112)
+    labels[0, 100:180, 60:160] = CLASS_ID["skin"]
+    labels[0, 0:20, :] = CLASS_ID["background"]
+    mask = face_region("parsing", 224, labels=labels, grid=112)
     assert mask.shape == (1, 112, 112) and mask[0, 50:90, 30:80].all() and not mask[0, :10].any()
     maps = np.ones((1, 112, 112), np.float32)
     dist = maps_to_distributions(maps, grid=14, face_mask=mask)

@@ -11,6 +11,7 @@ import pytest
 import torch.nn.functional as F
 
 from leam import occlusion as occ
+from leam.face_region import landmark_hull
 from tests.occlusion_faces import FRAME, PADDING, aligned_slice, design, first_references
 
 
@@ -44,6 +45,7 @@ def test_leam_guided_occlusion_beats_random_for_dlib(small_slice: pd.DataFrame, 
     more per pixel); the deepest layers do not beat random (coarse peaks fall partly outside the face).
     """
     core = pytest.importorskip("leam.core")
+    from leam.embedding import embed_frames
     from leam.models.registry import get_spec
 
     faces = aligned_slice(small_slice, 6)
@@ -52,14 +54,14 @@ def test_leam_guided_occlusion_beats_random_for_dlib(small_slice: pd.DataFrame, 
     references = first_references(identities)
     spec = get_spec("dlib_resnet")
     model = spec.load(dlib_weights)
-    clean = F.normalize(core.embed_frames(model, spec, frames, landmarks, PADDING), dim=1)
+    clean = F.normalize(embed_frames(model, spec, frames, landmarks, PADDING), dim=1)
     result = core.frame_leam_maps(model, spec, frames, landmarks, clean[[r[0] for r in references]],
                                   list(spec.layers), PADDING)
     grid = core.area_downsample(result.maps, 112)
     guides = {"dlib_resnet": {"overall": core.overall_map(grid).numpy(), "stem": grid[:, 0].numpy()}}
     target = occ.Target.from_spec(spec, model, landmarks, FRAME, PADDING)
     drops = occ.occlusion_drops(frames, np.arange(len(frames)), ids, references,
-                                occ.face_region_from_landmarks(landmarks, FRAME), [target],
+                                landmark_hull(landmarks, FRAME), [target],
                                 design(guides, thresholds=(0.05,), kinds=("uniform", "face", "blob"), repeats=1),
                                 batch_size=32)
     mean = occ.per_image_drops(drops).groupby(["kind", "map"])["drop"].mean()

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from leam import occlusion as occ
 from leam.errors import LeamError
+from leam.face_region import landmark_hull
 from leam.frame import frame_to_input
 from tests.occlusion_faces import (  # noqa: F401
     FRAME,
@@ -39,7 +40,7 @@ def test_drops_positive_for_large_occlusion_and_clean_is_the_reference_cosine(oc
     n = len(frames)
     target = tiny_target(landmarks)
     guides = {"tiny": {"overall": smooth_maps(n, seed=5)}}
-    region = occ.face_region_from_landmarks(landmarks, FRAME)
+    region = landmark_hull(landmarks, FRAME)
     timings: dict = {}
     references = first_references(occlusion_faces["identity"])
     drops = occ.occlusion_drops(frames, np.arange(n), occlusion_faces["image_id"], references,
@@ -71,7 +72,7 @@ def test_drops_positive_for_large_occlusion_and_clean_is_the_reference_cosine(oc
 
 def test_face_baseline_larger_than_region_is_a_counted_discard(occlusion_faces: dict) -> None:  # noqa: F811
     frames, landmarks = occlusion_faces["frames"][:2], occlusion_faces["landmarks"][:2]
-    region = occ.face_region_from_landmarks(landmarks, FRAME)
+    region = landmark_hull(landmarks, FRAME)
     fraction = float(region.reshape(2, -1).sum(1).max()) / FRAME**2 + 0.05  # more pixels than the face has
     drops = occ.occlusion_drops(frames, np.arange(2), occlusion_faces["image_id"][:2], [[1], [0]], region,
                                 [tiny_target(landmarks)], design({}, thresholds=(fraction,), kinds=("face",), repeats=1),

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from leam import occlusion as occ
+from leam.face_region import landmark_hull
 from leam.topt import pixel_ranks, top_count, top_fraction_mask
 from tests.occlusion_faces import FRAME, occlusion_faces  # noqa: F401
 
@@ -21,7 +22,7 @@ def test_upsampled_map_mask_sits_on_the_hot_cell() -> None:
 
 def test_random_masks_match_counts_and_stay_in_the_face(occlusion_faces: dict) -> None:  # noqa: F811
     ids = occlusion_faces["image_id"]
-    region = torch.from_numpy(occ.face_region_from_landmarks(occlusion_faces["landmarks"], FRAME))
+    region = torch.from_numpy(landmark_hull(occlusion_faces["landmarks"], FRAME))
     for fraction in (0.01, 0.05, 0.10):
         count = top_count(fraction, FRAME * FRAME)
         uniform = pixel_ranks(occ.random_scores(ids, FRAME, 0, "uniform", 0)) < count
@@ -39,7 +40,7 @@ def test_random_masks_match_counts_and_stay_in_the_face(occlusion_faces: dict) -
 
 def test_blob_baseline_is_a_disc_of_exact_count_centred_in_the_face(occlusion_faces: dict) -> None:  # noqa: F811
     ids = occlusion_faces["image_id"]
-    region = torch.from_numpy(occ.face_region_from_landmarks(occlusion_faces["landmarks"], FRAME))
+    region = torch.from_numpy(landmark_hull(occlusion_faces["landmarks"], FRAME))
     scores = occ.random_blob_scores(ids, region, seed=0, repeat=0)
     for fraction in (0.01, 0.05):
         count = top_count(fraction, FRAME * FRAME)

@@ -175,6 +175,7 @@ def write_params(root, model: str, **similarity) -> Path:
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["models"] = [model]
+    params["face_region"] = "parsing"  # the fake pipeline's labels hold a face square; it has no landmarks
     params["similarity"].update({"bootstrap": 50, "workers": 1, **similarity})
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params))

@@ -116,30 +116,3 @@ def ground_cost(grid: int, frame_size: int) -> np.ndarray:
     """EMD cost matrix (grid^2, grid^2): Euclidean distance between cell centres in analysis-frame pixels."""
     centres = cell_centres(grid, frame_size)
     return np.sqrt(((centres[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1))
-
-
-def face_mask_from_labels(labels: np.ndarray, face_ids, map_size: int) -> np.ndarray:
-    """Bool (N, G, G) face region in map pixels from parser labels (N, S, S) (S a multiple of G).
-
-    A map pixel is face when at least half of the label pixels it covers belong to ``face_ids``.
-    """
-    labels = np.asarray(labels)
-    n, size, _ = labels.shape
-    if size % map_size:
-        raise LeamError(f"label frame {size} is not a multiple of the map grid {map_size}")
-    is_face = np.isin(labels, np.asarray(sorted(face_ids), dtype=labels.dtype))
-    step = size // map_size
-    share = is_face.reshape(n, map_size, step, map_size, step).mean(axis=(2, 4))
-    return share >= 0.5
-
-
-NON_FACE_CLASSES = ("background", "neck", "cloth", "hat", "earring", "necklace")
-"""Canonical classes outside the face region; every other labelled class (skin, brows, eyes, ears, nose,
-mouth, lips, hair, eyeglasses) counts as face. Unlabelled pixels (255) are never face."""
-
-
-def face_class_ids() -> set[int]:
-    """Canonical ids (``leam.parsing.classes``) of the face region used by ``similarity.face_mask``."""
-    from leam.parsing.classes import CLASSES
-
-    return {index for index, name in enumerate(CLASSES) if name not in NON_FACE_CLASSES}

@@ -10,8 +10,8 @@ variation CV = std / mean with the sample standard deviation (ddof=1) across tha
   ``leam.metrics.distributions``); for each cell, CV over the person's images; ``map_cv`` is the unweighted
   mean of the cell CVs over the person's face region, ``map_cv_weighted`` the mass-weighted mean
   sum_k std_k / sum_k mean_k over the same cells (less sensitive to cells with almost no mass). The face
-  region is the cells that are face in at least half of the person's images (parser labels), or, without
-  labels, every cell. Cells of the region with mean 0 in every image carry no relevance and are skipped.
+  region is the cells that are face in at least half of the person's images (``leam.face_region``, the
+  policy of params ``face_region``), or, without a region mask, every cell. Cells of the region with mean 0 in every image carry no relevance and are skipped.
 
 Persons with fewer than ``min_images`` usable images are skipped and counted.
 

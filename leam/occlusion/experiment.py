@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from leam.errors import LeamError
+from leam.face_region import face_region
 from leam.occlusion.drops import Design, Timing, occlusion_drops
-from leam.occlusion.face_region import face_region_from_landmarks
 from leam.occlusion.selection import select_images
 from leam.occlusion.stats import headline
 from leam.occlusion.targets import Target
@@ -59,7 +59,8 @@ class Experiment:
     guides: dict[str, dict[str, np.ndarray]]
     """source -> map name -> raw LEAM maps float32 (N, G, G) of the occluded images."""
     face_region: np.ndarray
-    """bool (N, S, S): the landmark hull of each occluded image (the ``face`` and ``blob`` baselines)."""
+    """bool (N, S, S): the face region of each occluded image (``leam.face_region``; the ``face`` and ``blob``
+    baselines occlude inside it)."""
     map_names: list[str]
     """The requested maps; ``map_names[0]`` guides the transfer and the examples."""
     maps_skipped: dict[str, list[str]]
@@ -86,13 +87,16 @@ def guide_layers(layers: Sequence[str], map_names: Sequence[str], model: str) ->
 
 def plan_experiment(index: pd.DataFrame, frames: np.ndarray, landmarks: np.ndarray,
                     leam_outputs: Mapping[str, tuple[np.ndarray, dict, pd.DataFrame]], map_names: Sequence[str],
-                    max_per_identity: int = 0, seed: int = 0, reference_policy: str = "baseline") -> Experiment:
+                    max_per_identity: int = 0, seed: int = 0, reference_policy: str = "baseline",
+                    face_region_policy: str = "landmarks", labels: np.ndarray | None = None) -> Experiment:
     """The images to occlude and everything their occlusion needs.
 
     index, frames (M, S, S, 3), landmarks (M, 68, 2): the aligned data (``leam.io.read_aligned``).
     leam_outputs: per source model, in model order, its ``(maps (n, L+1, G, G), layers.json, meta.csv)``
     (``leam.io.read_leam_outputs``). ``max_per_identity``, ``seed`` and ``reference_policy`` go to
-    ``select_images``.
+    ``select_images``. ``face_region_policy`` (params ``face_region``, :mod:`leam.face_region`) says where
+    the ``face`` and ``blob`` baselines may occlude; ``parsing`` needs ``labels`` (M, S, S), the parser
+    labels of the aligned rows.
     """
     map_names = list(map_names)
     if not map_names:
@@ -121,7 +125,9 @@ def plan_experiment(index: pd.DataFrame, frames: np.ndarray, landmarks: np.ndarr
         selection=selection, frames=np.asarray(frames[needed]), landmarks=np.asarray(landmarks[needed]),
         image_rows=np.array([local[int(r)] for r in frame_rows]),
         reference_rows=[[local[int(r)] for r in rows] for rows in selection.reference_rows], guides=guides,
-        face_region=face_region_from_landmarks(landmarks[frame_rows], frames.shape[1]), map_names=map_names,
+        face_region=face_region(face_region_policy, frames.shape[1], landmarks=np.asarray(landmarks[frame_rows]),
+                                labels=None if labels is None else np.asarray(labels[frame_rows])),
+        map_names=map_names,
         maps_skipped=skipped, left_out=left_out)
 
 
