@@ -103,19 +103,9 @@ _register_builtin()
 
 
 def layer_shapes(model: nn.Module, layers, input_size: int) -> dict[str, tuple[int, ...]]:
-    """Output shape (C, h, w) of each named layer for one grey input, via forward hooks."""
-    import torch
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = [model.get_submodule(name).register_forward_hook(
-        lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))) for name in layers]
-    try:
-        with torch.no_grad():
-            model(torch.full((1, 3, input_size, input_size), 128.0))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return shapes
+    """Output shape (C, h, w) of each named layer for a grey input (``leam.models.zoo.module_output_shapes``)."""
+    shapes = user_networks.module_output_shapes(model, layers, input_size)
+    return {name: shapes[name] for name in layers if name in shapes}
 
 
 def describe_models(weights_dir) -> list[str]:

@@ -41,8 +41,8 @@ from leam.models import iresnet
 from leam.models.spec import ModelSpec
 from leam.models.weights import local_file, verify_sha256
 
-__all__ = ["GRAPH_FORMATS", "FORMATS", "default_layers_of", "frame_input_warp", "module_resolution_layers",
-           "resolution_taps", "zoo_spec"]
+__all__ = ["GRAPH_FORMATS", "FORMATS", "default_layers_of", "frame_input_warp", "module_output_shapes",
+           "module_resolution_layers", "resolution_taps", "zoo_spec"]
 
 GRAPH_FORMATS = ("onnx", "tflite", "tfjs", "torchscript")
 FORMATS = ("arcface_torch", *GRAPH_FORMATS, "python")
@@ -62,27 +62,38 @@ def resolution_taps(graph, input_size: int) -> dict[str, str]:
     return {f"res{h}x{w}": value for (h, w), value in ordered}
 
 
-def module_resolution_layers(module: nn.Module, input_size: int) -> list[str]:
-    """Submodule names of an ``nn.Module``: the last to finish at each spatial resolution (> 1 x 1), shallow
-    to deep, for one grey (2, 3, ``input_size``, ``input_size``) batch (forward hooks; in-place modules,
-    whose output is someone else's tensor, are skipped)."""
-    last: dict[tuple[int, int], str] = {}
+def module_output_shapes(module: nn.Module, names, input_size: int) -> dict[str, tuple[int, ...]]:
+    """Output shape (C, h, w) of each named submodule for a grey (2, 3, ``input_size``, ``input_size``) batch,
+    in the order the outputs were last produced (forward hooks, removed afterwards)."""
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def record(name):
         def hook(_module, _inputs, output):
-            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
-                last.pop(tuple(output.shape[2:]), None)
-                last[tuple(output.shape[2:])] = name
+            if isinstance(output, torch.Tensor):
+                shapes.pop(name, None)  # re-inserted: order = when each module last finished
+                shapes[name] = tuple(output.shape[1:])
         return hook
 
-    handles = [sub.register_forward_hook(record(name)) for name, sub in module.named_modules()
-               if name and not name.startswith(_NORMALISE) and not getattr(sub, "inplace", False)]
+    handles = [module.get_submodule(name).register_forward_hook(record(name)) for name in names]
     try:
         with torch.no_grad():
             module(torch.full((2, 3, input_size, input_size), 127.5))
     finally:
         for handle in handles:
             handle.remove()
+    return shapes
+
+
+def module_resolution_layers(module: nn.Module, input_size: int) -> list[str]:
+    """Submodule names of an ``nn.Module``: the last to finish at each spatial resolution (> 1 x 1), shallow
+    to deep (in-place modules, whose output is someone else's tensor, and the input normaliser are skipped)."""
+    names = [name for name, sub in module.named_modules()
+             if name and not name.startswith(_NORMALISE) and not getattr(sub, "inplace", False)]
+    last: dict[tuple[int, int], str] = {}
+    for name, shape in module_output_shapes(module, names, input_size).items():
+        if len(shape) == 3 and shape[1] * shape[2] > 1:
+            last.pop(shape[1:], None)
+            last[shape[1:]] = name
     ordered = sorted(last.items(), key=lambda item: -item[0][0] * item[0][1])
     return [name for _, name in ordered]
 
