@@ -36,8 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from leam.embedding import to_model_input
 from leam.errors import LeamError, check_choice
-from leam.frame import frame_to_input, input_to_frame
+from leam.frame import input_to_frame
 from leam.models.registry import ModelSpec
 from leam.placement import CellGeometry, cached_geometries, place_on_input
 
@@ -166,37 +167,6 @@ def leam_maps(model: nn.Module, images: torch.Tensor, references: torch.Tensor, 
     return LeamMaps(maps=torch.stack(maps, dim=1), cosine=cosine.detach(), layers=layers)
 
 
-def to_model_input(spec: ModelSpec, frames: np.ndarray | torch.Tensor, landmarks: np.ndarray,
-                   frame_padding: float) -> tuple[torch.Tensor, np.ndarray]:
-    """Analysis frames (N, S, S, 3) uint8 + frame landmarks (N, 68, 2) -> model inputs and warp matrices.
-
-    Returns inputs (N, 3, s, s) float32 RGB 0..255 and the (N, 2, 3) frame -> input pixel matrices.
-    """
-    frames = torch.as_tensor(np.asarray(frames))
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[1] != frames.shape[2] or frames.shape[0] == 0:
-        raise LeamError(f"expected non-empty analysis frames (N, S, S, 3), got {tuple(frames.shape)}")
-    landmarks = np.asarray(landmarks)
-    if landmarks.shape != (frames.shape[0], 68, 2):
-        raise LeamError(f"expected landmarks ({frames.shape[0]}, 68, 2), got {landmarks.shape}")
-    matrices = np.asarray(spec.input_warp(landmarks, int(frames.shape[1]), frame_padding), dtype=np.float64)
-    images = frames.permute(0, 3, 1, 2).to(torch.float32)
-    return frame_to_input(images, matrices, spec.input_size), matrices
-
-
-def embed_frames(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
-                 frame_padding: float, batch_size: int = 32) -> torch.Tensor:
-    """Embeddings (N, D) of analysis frames, through the same warp LEAM uses."""
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, len(frames), batch_size):
-            inputs, _ = to_model_input(spec, frames[start:start + batch_size],
-                                       landmarks[start:start + batch_size], frame_padding)
-            outputs.append(model(inputs))
-    if not outputs:
-        raise LeamError("no images to embed")
-    return torch.cat(outputs)
-
-
 def frame_leam_maps(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
                     references: torch.Tensor, layers: Sequence[str], frame_padding: float,
                     sign: str = "supports_match", negative_activations: str = "keep",
@@ -257,7 +227,8 @@ def select_references(index: pd.DataFrame, mode: str = "baseline", baseline_inde
     index: the aligned index (columns ``image_id, identity``; row order = the arrays' rows).
     Returns ``(plan, dropped)``: ``plan`` has one row per kept image, in index order, with ``row`` (the
     image's row), ``reference_image_id`` and ``reference_rows`` (list of rows whose mean normalised
-    embedding is the reference); ``dropped`` counts images without a possible reference by reason.
+    embedding is the reference, :func:`leam.embedding.reference_embeddings`); ``dropped`` counts images
+    without a possible reference by reason.
 
     - ``baseline``: the identity's ``baseline_index``-th image (index order); the baseline image itself
       uses the next image of its identity (wrapping around).
@@ -316,9 +287,3 @@ def select_references(index: pd.DataFrame, mode: str = "baseline", baseline_inde
                          "reference_rows": [group[position]]})
     columns = ["row", "reference_image_id", "reference_rows"]
     return pd.DataFrame(plan, columns=columns), dropped
-
-
-def reference_embeddings(plan: pd.DataFrame, embeddings: torch.Tensor) -> torch.Tensor:
-    """(M, D) reference of each plan row: the mean of its reference rows' L2-normalised embeddings."""
-    unit = F.normalize(embeddings, dim=1)
-    return torch.stack([unit[list(rows)].mean(dim=0) for rows in plan.reference_rows]) if len(plan) else unit[:0]

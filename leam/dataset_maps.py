@@ -1,7 +1,9 @@
 """LEAM maps of a whole aligned photo set for one network: what the ``leam@<model>`` stage stores.
 
 Every aligned photo with a possible reference (:func:`leam.core.select_references`) is explained against
-its reference embedding, ``leam.batch_size`` photos per forward + backward pass, with the cell placement
+its reference embedding (:func:`leam.embedding.reference_embeddings` of the photos' embeddings: the ``models``
+stage's ``data/embeddings/<model>.npy`` in the pipeline, computed here when not given), ``leam.batch_size``
+photos per forward + backward pass, with the cell placement
 measured once per network (:func:`probe_photos` are the faces ``effective_field`` is measured on). The
 maps come back in the analysis frame, are area-downsampled to ``leam.store_size`` cells a side and get the
 overall map (:func:`leam.core.overall_map` of the stored layer maps) as their last layer. Nothing here reads
@@ -17,9 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from leam import core
+from leam.embedding import embed_frames, reference_embeddings
 from leam.errors import LeamError
 from leam.placement import cell_table
 
@@ -59,13 +63,16 @@ def probe_photos(index: pd.DataFrame, frames: np.ndarray, landmarks: np.ndarray,
 
 def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index: pd.DataFrame,
                  frames: np.ndarray, landmarks: np.ndarray, cfg: LeamParams, padding: float,
-                 pairs: pd.DataFrame | None = None) -> DatasetMaps:
+                 pairs: pd.DataFrame | None = None, embeddings: np.ndarray | torch.Tensor | None = None
+                 ) -> DatasetMaps:
     """LEAM maps of every aligned photo that has a reference, against that reference (module docstring).
 
     index: the aligned index (``row`` = array row, ``image_id``, ``identity``, ``gender``); frames
     (N, S, S, 3) uint8 and landmarks (N, 68, 2) frame pixels; cfg: the ``leam`` params group; padding:
     ``align.padding`` (the frame's dlib chip padding, for the model's input warp); pairs: the
-    ``leam.reference=pairs`` table (image_id, reference_image_id), else None.
+    ``leam.reference=pairs`` table (image_id, reference_image_id), else None; embeddings: (N, D) raw
+    embeddings of the frames (row i = frame i, :func:`leam.embedding.embed_frames`; the ``models`` stage's
+    ``data/embeddings/<model>.npy``), computed here (``leam.batch_size`` per pass) when None.
     """
     grid, batch_size = cfg.store_size, cfg.batch_size
     if grid > frames.shape[1]:
@@ -75,8 +82,14 @@ def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index
         raise LeamError(f"no image has a reference (dropped: {dropped or 'none'}); "
                         "every identity needs at least two aligned photos")
     array_rows = index["row"].to_numpy()
-    embeddings = core.embed_frames(model, spec, frames[array_rows], landmarks[array_rows], padding, batch_size)
-    references = core.reference_embeddings(plan, embeddings)
+    if embeddings is None:
+        embeddings = embed_frames(model, spec, frames[array_rows], landmarks[array_rows], padding, batch_size)
+    else:
+        if tuple(embeddings.shape) != (len(frames), spec.embedding_dim):
+            raise LeamError(f"embeddings of shape {tuple(embeddings.shape)} do not fit {len(frames)} frames embedded by "
+                            f"{spec.name} ({spec.embedding_dim}-D): rebuild data/embeddings with `dvc repro models`")
+        embeddings = torch.as_tensor(np.asarray(embeddings[array_rows]), dtype=torch.float32)
+    references = reference_embeddings(F.normalize(embeddings, dim=1), plan.reference_rows)
     image_rows = array_rows[plan.row.to_numpy()]
     geometries = core.frame_geometries(model, spec, layers, cfg.placement,
                                        *probe_photos(index, frames, landmarks, cfg.probe_images), padding)

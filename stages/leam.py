@@ -7,7 +7,8 @@ the next photo of its identity), the mean of its other photos (mean_others), or 
 Identities with a single kept photo have no reference: they are dropped, counted in layers.json and
 listed in discards.csv (the align stage already drops identities below data.min_images_per_identity).
 
-Reads  data/aligned/{frames.npy, landmarks.npy, index.csv} and the model weights in data/models/.
+Reads  data/aligned/{frames.npy, landmarks.npy, index.csv}, the model weights in data/models/ and
+       data/embeddings/<model>.npy (the models stage's embeddings of the frames: the references are built from them).
 Writes data/leam/<model>/maps.npy     float16 (N, L+1, G, G) raw maps in the analysis frame, G = leam.store_size,
                                       layers in layers.json order, the last one `overall`
        data/leam/<model>/layers.json  model, layers, grid, frame_size, sign, negative_activations, reference
@@ -36,7 +37,7 @@ from leam.cli import run_stage, stage_parser
 from leam.config import load_config
 from leam.dataset_maps import dataset_maps
 from leam.errors import LeamError
-from leam.io import FLOAT16_TINY, read_aligned, read_csv_checked, write_leam_outputs
+from leam.io import FLOAT16_TINY, load_npy, read_aligned, read_csv_checked, write_leam_outputs
 from leam.models.registry import available_models, describe_models, get_spec, register_zoo, resolve_layers
 
 log = logging.getLogger("leam.leam")
@@ -61,10 +62,13 @@ def main(args: argparse.Namespace) -> None:
             raise LeamError(f"leam.reference=pairs needs leam.pairs_file, got {str(pairs_file)!r} (not a file)")
         pairs = read_csv_checked(pairs_file, ("image_id", "reference_image_id"), dtype=str,
                                  hint="fix leam.pairs_file (CSV with columns image_id, reference_image_id)")
+    embeddings = load_npy(Path(args.embeddings) / f"{args.model}.npy", mmap_mode="r", hint="rebuild it with "
+                          f"`dvc repro models` (it embeds the params.yaml `models`; {args.model} must be one)")
     model = spec.load(Path(args.weights))
     layers = resolve_layers(spec, model, cfg.layers.get(args.model))
     torch.manual_seed(config.seed)
-    result = dataset_maps(model, spec, layers, index, frames, landmarks, cfg, config.align.padding, pairs)
+    result = dataset_maps(model, spec, layers, index, frames, landmarks, cfg, config.align.padding, pairs,
+                          embeddings)
 
     out = Path(args.out) / args.model
     faint = write_leam_outputs(out, result.maps, result.record, result.meta, result.discards)
@@ -83,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list", action="store_true", help="list registered models and their default layers")
     parser.add_argument("--aligned", default="data/aligned", help="aligned-data folder (default: data/aligned)")
     parser.add_argument("--weights", default="data/models", help="weights folder (default: data/models)")
+    parser.add_argument("--embeddings", default="data/embeddings",
+                        help="the models stage's <model>.npy embeddings folder (default: data/embeddings)")
     parser.add_argument("--out", default="data/leam", help="output root; maps go to <out>/<model>/ (default: data/leam)")
     return parser
 

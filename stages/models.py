@@ -28,9 +28,10 @@ import torch
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
 from leam.device import resolve_device
+from leam.embedding import embed_frames
 from leam.io import read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic
 from leam.models.registry import describe_models, get_spec, register_zoo
-from leam.models.verification import embed_frames, evaluate, pair_scores, sample_pairs
+from leam.models.verification import evaluate, pair_scores, sample_pairs
 
 log = logging.getLogger("leam.models")
 
@@ -59,7 +60,7 @@ def main(args: argparse.Namespace) -> None:
     for name in names:
         spec = get_spec(name)
         model = spec.load(weights_dir).to(device)
-        embeddings = embed_frames(model, spec, frames, landmarks, padding, batch_size, device, progress=True)
+        embeddings = embed_frames(model, spec, frames, landmarks, padding, batch_size, device, progress=True).numpy()
         save_npy_atomic(Path(args.embeddings) / f"{name}.npy", embeddings)
         metrics[name] = {"images": len(index), **evaluate(embeddings, pairs, index.gender.to_numpy(),
                                                             spec.verification_threshold)}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import leam
-from leam import core
+from leam import core, embedding
 from leam.errors import LeamError
 from leam.models import iresnet, registry
 from leam.placement import PLACEMENTS, cached_geometries
@@ -84,7 +84,7 @@ def test_api_equals_core_on_a_real_registered_model(weights_dir, real_faces, opt
     spec, model = cam.spec, cam.model
     assert spec is registry.get_spec("dlib_resnet") and cam.layers == spec.layers
     rows, partners = _same_person_pairs(real_faces)
-    inputs, _ = core.to_model_input(spec, real_faces["frames"], real_faces["landmarks"], FRAME_PADDING)
+    inputs, _ = embedding.to_model_input(spec, real_faces["frames"], real_faces["landmarks"], FRAME_PADDING)
     references = cam.embed(inputs)[partners]
     result = cam(inputs, references)
 
@@ -101,12 +101,12 @@ def test_api_equals_core_on_a_real_registered_model(weights_dir, real_faces, opt
 def test_api_effective_field_equals_core_with_the_same_probe(weights_dir, real_faces):
     frames, landmarks = real_faces["frames"], real_faces["landmarks"]
     spec = registry.get_spec("dlib_resnet")
-    probe, _ = core.to_model_input(spec, frames[:4], landmarks[:4], FRAME_PADDING)
+    probe, _ = embedding.to_model_input(spec, frames[:4], landmarks[:4], FRAME_PADDING)
     cam = leam.LEAM.from_registry("dlib_resnet", weights_dir, placement="effective_field", probe_images=probe)
     expected_geometries = core.frame_geometries(cam.model, spec, cam.layers, "effective_field", frames[:4],
                                                 landmarks[:4], FRAME_PADDING)
     rows, partners = _same_person_pairs(real_faces)
-    inputs, _ = core.to_model_input(spec, frames, landmarks, FRAME_PADDING)
+    inputs, _ = embedding.to_model_input(spec, frames, landmarks, FRAME_PADDING)
     references = cam.embed(inputs)[partners]
     result = cam(inputs, references)
     expected = core.leam_maps(cam.model, inputs, references, cam.layers, geometries=expected_geometries)
@@ -115,7 +115,7 @@ def test_api_effective_field_equals_core_with_the_same_probe(weights_dir, real_f
 
 def test_api_layers_subset_and_one_reference_for_all(weights_dir, real_faces):
     cam = leam.LEAM.from_registry("dlib_resnet", weights_dir, layers=["layer2.0", "layer4.2"])
-    inputs, _ = core.to_model_input(cam.spec, real_faces["frames"][:2], real_faces["landmarks"][:2], FRAME_PADDING)
+    inputs, _ = embedding.to_model_input(cam.spec, real_faces["frames"][:2], real_faces["landmarks"][:2], FRAME_PADDING)
     reference = cam.embed(inputs[1:2])[0]  # (D,): broadcast to every image
     result = cam(inputs, reference)
     expected = core.leam_maps(cam.model, inputs, reference.expand(2, -1), ("layer2.0", "layer4.2"),
@@ -130,7 +130,7 @@ def test_register_model_makes_a_user_module_a_registered_model(clean_registry, r
     assert registry.get_spec("api_test_r18") is spec and spec.layers == tuple(layers)
     assert spec.load(Path("unused")) is model
     frames, landmarks = real_faces["frames"][:2], real_faces["landmarks"][:2]
-    references = core.embed_frames(model, spec, frames[[1, 0]], landmarks[[1, 0]], FRAME_PADDING)
+    references = embedding.embed_frames(model, spec, frames[[1, 0]], landmarks[[1, 0]], FRAME_PADDING)
     framed = core.frame_leam_maps(model, spec, frames, landmarks, references, spec.layers, FRAME_PADDING)
     assert framed.maps.shape == (2, 3, 224, 224)
     # the ArcFace warp: the same 5-point fit as the zoo's IResNet checkpoints

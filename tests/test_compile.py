@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from leam.embedding import frames_to_tensor
 from leam.frame import frame_to_input
 from leam.models import graph as g
 from leam.models import human_models, npm_models
 from leam.models.compile import compile_graph
-from leam.models.verification import frames_to_tensor
 
 FRAME_SIZE, FRAME_PADDING = 224, 0.5
 OUTPUT_TOLERANCE = 1e-5

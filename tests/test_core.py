@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from leam import core
+from leam.embedding import embed_frames, reference_embeddings, to_model_input
 from leam.errors import LeamError
 from leam.models import iresnet
 from leam.models.registry import available_models, get_spec
@@ -128,7 +129,7 @@ def test_cosine_is_the_pair_score(tiny):
 def test_inplace_trap_on_iresnet_block(r18, real_faces):
     """A hook that keeps ``bn3``'s output sees ``out += identity``; the clone-returning hook does not."""
     spec = iresnet.checkpoint_spec("trap", "iresnet18", "unused.pth", "0")
-    inputs, _ = core.to_model_input(spec, real_faces["frames"][:1], real_faces["landmarks"][:1], FRAME_PADDING)
+    inputs, _ = to_model_input(spec, real_faces["frames"][:1], real_faces["landmarks"][:1], FRAME_PADDING)
     references = torch.randn(1, 512, generator=torch.Generator().manual_seed(3))
     block = r18.layer1[0]
 
@@ -190,7 +191,7 @@ def test_negative_activation_policies_differ_on_signed_block_outputs(r18):
 def test_batched_pairs_equal_one_at_a_time(weights_dir, real_faces):
     spec, model = load_registered("dlib_resnet", weights_dir)
     frames, landmarks = real_faces["frames"][:3], real_faces["landmarks"][:3]
-    embeddings = core.embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
+    embeddings = embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
     references = embeddings.roll(1, dims=0)
     batched = core.frame_leam_maps(model, spec, frames, landmarks, references, spec.layers, FRAME_PADDING)
     assert batched.maps.shape == (3, len(spec.layers), FRAME_SIZE, FRAME_SIZE)
@@ -272,8 +273,8 @@ def test_registered_model_fast_path_equals_reference_on_real_faces(name, weights
     ``test_batched_pairs_equal_one_at_a_time`` covers separately.
     """
     spec, model = load_registered(name, weights_dir)
-    embeddings = core.embed_frames(model, spec, real_faces["frames"][:2], real_faces["landmarks"][:2], FRAME_PADDING)
-    inputs, _ = core.to_model_input(spec, real_faces["frames"][:1], real_faces["landmarks"][:1], FRAME_PADDING)
+    embeddings = embed_frames(model, spec, real_faces["frames"][:2], real_faces["landmarks"][:2], FRAME_PADDING)
+    inputs, _ = to_model_input(spec, real_faces["frames"][:1], real_faces["landmarks"][:1], FRAME_PADDING)
     fast = core.leam_maps(model, inputs, embeddings[1:2], spec.layers)
     assert fast.maps.shape == (1, len(spec.layers), spec.input_size, spec.input_size)
     checked = range(len(spec.layers)) if name == "dlib_resnet" else sorted({0, len(spec.layers) // 2, len(spec.layers) - 1})
@@ -289,10 +290,11 @@ def test_registered_model_map_lies_on_the_face(name, weights_dir, real_faces):
     index = real_faces["index"]
     plan, _ = core.select_references(index, "baseline", 0)
     plan = plan.head(3)
-    embeddings = core.embed_frames(model, spec, real_faces["frames"], real_faces["landmarks"], FRAME_PADDING)
+    embeddings = embed_frames(model, spec, real_faces["frames"], real_faces["landmarks"], FRAME_PADDING)
     rows = list(plan.row)
     result = core.frame_leam_maps(model, spec, real_faces["frames"][rows], real_faces["landmarks"][rows],
-                                  core.reference_embeddings(plan, embeddings), spec.layers, FRAME_PADDING)
+                                  reference_embeddings(F.normalize(embeddings, dim=1), plan.reference_rows),
+                                  spec.layers, FRAME_PADDING)
     overall = core.overall_map(result.maps)
     assert result.maps.shape == (3, len(spec.layers), FRAME_SIZE, FRAME_SIZE)
     assert (result.cosine > 0).all(), "photos of the same person should not be dissimilar"

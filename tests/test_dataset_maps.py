@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch.nn.functional as F
 
-from leam import core
+from leam import core, embedding
 from leam.config import LeamParams
 from leam.dataset_maps import dataset_maps, probe_photos
 from leam.errors import LeamError
@@ -58,10 +59,33 @@ def test_explicit_pairs_give_meta_discards_and_record(real_faces, dlib):
     assert result.record["layers"] == [*layers, "overall"] and result.record["images_in"] == 6
     assert result.record["model"] == "dlib_resnet" and result.record["grid"] == 28
     # each stored map is the core's map of that pair, area-downsampled; overall = the mean of peak-normalised layers
-    reference = core.embed_frames(model, spec, frames[[4]], landmarks[[4]], FRAME_PADDING)
-    again = core.frame_leam_maps(model, spec, frames[[3]], landmarks[[3]], core.reference_embeddings(
-        pd.DataFrame({"reference_rows": [[0]]}), reference), layers, FRAME_PADDING, placement="receptive_field")
+    reference = embedding.embed_frames(model, spec, frames[[4]], landmarks[[4]], FRAME_PADDING)
+    again = core.frame_leam_maps(model, spec, frames[[3]], landmarks[[3]], embedding.reference_embeddings(
+        F.normalize(reference, dim=1), [[0]]), layers, FRAME_PADDING, placement="receptive_field")
     expected = core.area_downsample(again.maps, 28)[0, 0].numpy()
     assert np.allclose(result.maps[1, 0], expected, rtol=1e-3, atol=1e-4 * expected.max())
     assert np.allclose(result.maps[1, 1], result.maps[1, 0] / result.maps[1, 0].max(), atol=1e-6)
     assert abs(result.meta.cosine[1] - float(again.cosine[0])) < 1e-5
+
+
+def test_given_embeddings_are_read_by_frame_row(real_faces, dlib):
+    """The ``models`` stage's embeddings (row i = frame i) give the maps computed here; a wrong file is an error."""
+    spec, model = dlib
+    index, frames, landmarks = aligned(real_faces)
+    index = index.assign(row=[5, 4, 3, 2, 1, 0])  # index row i is frame 5 - i
+    cfg, layers = LeamParams(store_size=28, batch_size=6, placement="receptive_field"), [spec.layers[-1]]
+    computed = dataset_maps(model, spec, layers, index, frames, landmarks, cfg, FRAME_PADDING)
+    stored = embedding.embed_frames(model, spec, frames, landmarks, FRAME_PADDING).numpy()
+    given = dataset_maps(model, spec, layers, index, frames, landmarks, cfg, FRAME_PADDING, embeddings=stored)
+    np.testing.assert_allclose(given.maps, computed.maps, rtol=1e-5, atol=1e-6 * computed.maps.max())
+    np.testing.assert_allclose(given.meta.cosine, computed.meta.cosine, rtol=1e-6)
+    # index row 0 (frame 5) is the reference of index row 1 (baseline_index 0): flip it, that cosine flips
+    flipped = stored.copy()
+    flipped[5] *= -1
+    changed = dataset_maps(model, spec, layers, index, frames, landmarks, cfg, FRAME_PADDING, embeddings=flipped)
+    assert changed.meta.reference_image_id[1] == index.image_id[0]
+    assert abs(changed.meta.cosine[1] + computed.meta.cosine[1]) < 1e-5
+    np.testing.assert_allclose(changed.meta.cosine.drop(1), computed.meta.cosine.drop(1), rtol=1e-6)
+    for bad in (stored[:5], stored[:, :64]):
+        with pytest.raises(LeamError, match=r"do not fit 6 frames embedded by dlib_resnet \(128-D\): .*dvc repro models"):
+            dataset_maps(model, spec, layers, index, frames, landmarks, cfg, FRAME_PADDING, embeddings=bad)

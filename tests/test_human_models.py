@@ -15,11 +15,12 @@ import torch
 
 from leam import geometry
 from leam.align import AlignConfig, FaceAligner
+from leam.embedding import frames_to_tensor
 from leam.errors import ChecksumError, LeamError
 from leam.frame import frame_to_input, transform_points
 from leam.imageio import load_rgb
 from leam.models import human_models
-from leam.models.verification import frames_to_tensor, roc_auc
+from leam.models.verification import roc_auc
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "tools" / "tfjs_reference"

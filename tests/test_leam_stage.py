@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from leam import core
+from leam import core, embedding
 from leam.models.registry import get_spec
 from stages import leam as stage
 from tests.test_core import FRAME_PADDING
@@ -46,6 +46,18 @@ def workdir(tmp_path_factory, aligned_small) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def embedded(workdir, weights_dir) -> Path:
+    """``workdir`` with data/embeddings/dlib_resnet.npy, as the models stage writes it (row i = frame i)."""
+    spec = get_spec("dlib_resnet")
+    frames = np.load(workdir / "data" / "aligned" / "frames.npy")
+    landmarks = np.load(workdir / "data" / "aligned" / "landmarks.npy")
+    (workdir / "data" / "embeddings").mkdir(exist_ok=True)
+    np.save(workdir / "data" / "embeddings" / "dlib_resnet.npy",
+            embedding.embed_frames(spec.load(weights_dir), spec, frames, landmarks, FRAME_PADDING).numpy())
+    return workdir
+
+
 def params_placement(workdir: Path) -> str:
     return yaml.safe_load((workdir / "params.yaml").read_text())["leam"]["placement"]
 
@@ -53,10 +65,12 @@ def params_placement(workdir: Path) -> str:
 def run(workdir: Path, weights: Path, *extra: str) -> int:
     return stage.run_stage("leam", stage.main, stage.build_parser(),
                            ["--params", str(workdir / "params.yaml"), "--aligned", str(workdir / "data/aligned"),
-                            "--weights", str(weights), "--out", str(workdir / "data/leam"), *extra])
+                            "--weights", str(weights), "--embeddings", str(workdir / "data/embeddings"),
+                            "--out", str(workdir / "data/leam"), *extra])
 
 
-def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F811
+def test_stage_writes_the_documented_outputs(embedded, weights_dir):  # noqa: F811
+    workdir = embedded
     assert run(workdir, weights_dir, "--model", "dlib_resnet") == 0
     out = workdir / "data" / "leam" / "dlib_resnet"
     maps = np.load(out / "maps.npy")
@@ -93,7 +107,7 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     landmarks = np.load(workdir / "data" / "aligned" / "landmarks.npy")
     model = spec.load(weights_dir)
     reference_row = int(index.index[index.image_id == meta.reference_image_id[0]][0])
-    reference = core.embed_frames(model, spec, frames[[reference_row]], landmarks[[reference_row]], FRAME_PADDING)
+    reference = embedding.embed_frames(model, spec, frames[[reference_row]], landmarks[[reference_row]], FRAME_PADDING)
     probe = index.row.to_numpy()[:yaml.safe_load((workdir / "params.yaml").read_text())["leam"]["probe_images"]]
     geometries = core.frame_geometries(model, spec, spec.layers, info["placement"], frames[probe], landmarks[probe],
                                        FRAME_PADDING)
@@ -107,7 +121,8 @@ def test_stage_writes_the_documented_outputs(workdir, weights_dir):  # noqa: F81
     assert abs(meta.cosine[0] - float(again.cosine[0])) < 1e-5
 
 
-def test_stage_errors_are_one_line(workdir, weights_dir, tmp_path, capsys):  # noqa: F811
+def test_stage_errors_are_one_line(embedded, weights_dir, tmp_path, capsys):  # noqa: F811
+    workdir = embedded
     assert run(workdir, weights_dir, "--model", "nope") == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
     params = yaml.safe_load((workdir / "params.yaml").read_text())
@@ -121,4 +136,14 @@ def test_stage_errors_are_one_line(workdir, weights_dir, tmp_path, capsys):  # n
     assert code == 2 and len(err) == 1 and "layer9.0" in err[0] and err[0].startswith("error:")
     assert run(workdir, weights_dir, "--model", "dlib_resnet", "--aligned", str(tmp_path / "missing")) == 2
     assert "missing aligned data" in capsys.readouterr().err
+    # the models stage's embeddings: missing, or not one row per aligned frame
+    assert run(workdir, weights_dir, "--model", "dlib_resnet", "--embeddings", str(tmp_path / "none")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dlib_resnet.npy is missing" in err[0] and "`dvc repro models`" in err[0]
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    np.save(stale / "dlib_resnet.npy", np.load(workdir / "data" / "embeddings" / "dlib_resnet.npy")[:5])
+    assert run(workdir, weights_dir, "--model", "dlib_resnet", "--embeddings", str(stale)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(5, 128) do not fit 7 frames" in err[0] and "`dvc repro models`" in err[0]
     assert not (tmp_path / "out").exists()

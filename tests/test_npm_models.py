@@ -18,11 +18,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from leam.embedding import frames_to_tensor
 from leam.errors import ChecksumError, LeamError
 from leam.frame import frame_to_input
 from leam.models import npm_models
 from leam.models.graph import PixelNormalisation
-from leam.models.verification import frames_to_tensor, roc_auc
+from leam.models.verification import roc_auc
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "npm"

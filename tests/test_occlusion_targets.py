@@ -1,4 +1,4 @@
-"""leam.occlusion.targets: a frame mask reaches every model input intact; targets and their references."""
+"""leam.occlusion.targets: a frame mask reaches every model input intact; a target embeds as leam.embedding does."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from leam import occlusion as occ
+from leam.embedding import embed_frames, frames_to_tensor
 from leam.frame import dlib_chip_matrix, frame_to_input, input_to_frame
 from leam.models.spec import ModelSpec
-from leam.occlusion.targets import cosine, frames_tensor
+from leam.occlusion.targets import cosine
 from leam.topt import top_fraction_mask
 from tests.occlusion_faces import (  # noqa: F401
     FRAME,
@@ -53,15 +54,10 @@ def test_target_from_spec_embeds_frames_through_its_input_warp(occlusion_faces: 
                      layers=("features.2",), load=lambda weights_dir: TinyFaceNet(), input_warp=tiny_input_warp)
     target = occ.Target.from_spec(spec, TinyFaceNet(), landmarks, FRAME, PADDING)
     assert target.name == "tiny" and target.input_size == TINY_INPUT and target.frame_to_input.shape == (3, 2, 3)
-    batch = frames_tensor(frames, np.array([2, 0]), torch.device("cpu"))
-    assert batch.shape == (2, 3, FRAME, FRAME) and torch.equal(batch[0].permute(1, 2, 0), torch.from_numpy(frames[2]).float())
-    embeddings = occ.embed_frames(target, batch, np.array([2, 0]))
+    rows = np.array([2, 0])
+    embeddings = target.embed(frames_to_tensor(frames[rows]), rows)
     assert embeddings.shape == (2, 32) and torch.allclose(embeddings.norm(dim=1), torch.ones(2))
     assert torch.allclose(cosine(embeddings, embeddings), torch.ones(2))
-
-
-def test_reference_embeddings_take_one_row_or_the_mean_of_several() -> None:
-    clean = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=1)
-    refs = occ.reference_embeddings(clean, [2, [0], [0, 1]])
-    assert torch.allclose(refs[0], clean[2]) and torch.allclose(refs[1], clean[0])
-    assert torch.allclose(refs[2], torch.tensor([0.5, 0.5]))  # not renormalised: cosine is scale-free
+    # the same photos as the other stages embed them (leam.embedding), up to the unit norm
+    direct = embed_frames(target.module, spec, frames[rows], landmarks[rows], PADDING)
+    assert torch.equal(embeddings, F.normalize(direct, dim=1))

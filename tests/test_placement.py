@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leam import core
+from leam import core, embedding
 from leam.errors import LeamError
 from leam.models.registry import available_models
 from leam.placement import (
@@ -157,7 +157,7 @@ def test_traced_extents_equal_the_input_gradient_support(name, weights_dir, real
     it ends inside the image, is exactly where that cell's input gradient ends (on real faces + noise)."""
     spec, model = load_registered(name, weights_dir)
     size = spec.input_size
-    faces, _ = core.to_model_input(spec, real_faces["frames"][:3], real_faces["landmarks"][:3], 0.5)
+    faces, _ = embedding.to_model_input(spec, real_faces["frames"][:3], real_faces["landmarks"][:3], 0.5)
     geometries = trace_cell_geometry(model, spec.layers, size)
     checked = 0
     for layer, geometry in geometries.items():
@@ -182,8 +182,8 @@ def test_placement_moves_cells_without_changing_them(weights_dir, real_faces):
     (integers for this network), is the LayerCAM map on the layer grid; the centred map differs."""
     spec, model = load_registered("mobileface", weights_dir)
     frames, landmarks = real_faces["frames"][:2], real_faces["landmarks"][:2]
-    embeddings = core.embed_frames(model, spec, frames, landmarks, 0.5)
-    inputs, _ = core.to_model_input(spec, frames[:1], landmarks[:1], 0.5)
+    embeddings = embedding.embed_frames(model, spec, frames, landmarks, 0.5)
+    inputs, _ = embedding.to_model_input(spec, frames[:1], landmarks[:1], 0.5)
     layer = spec.layers[-1]
     geometry = cached_geometries(model, [layer], spec.input_size, "receptive_field")[layer]
     h, w = geometry.grid

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from leam.assets import dlib_model_path
+from leam.embedding import embed_frames
 from leam.models.registry import get_spec
-from leam.models.verification import embed_frames, evaluate, roc_auc, sample_pairs
+from leam.models.verification import evaluate, roc_auc, sample_pairs
 from stages import models as models_stage
 from stages.weights import convert_dlib_resnet
 from tests.test_dlib_resnet import detected_faces, pick_small_photos
@@ -54,7 +55,7 @@ def weights_dir(tmp_path_factory) -> Path:
 def test_embeddings_separate_identities(aligned, weights_dir):
     frames, landmarks, index = aligned
     spec = get_spec("dlib_resnet")
-    embeddings = embed_frames(spec.load(weights_dir), spec, frames, landmarks, PADDING, batch_size=8)
+    embeddings = embed_frames(spec.load(weights_dir), spec, frames, landmarks, PADDING, batch_size=8).numpy()
     assert embeddings.shape == (len(frames), 128) and embeddings.dtype == np.float32
     pairs = sample_pairs(index.identity, seed=0)
     metrics = evaluate(embeddings, pairs, index.gender, spec.verification_threshold)
@@ -66,7 +67,7 @@ def test_embeddings_separate_identities(aligned, weights_dir):
     assert {"female", "male"} <= set(metrics) and metrics["female"]["pairs_same"] > 0
     # batch size must not change results
     again = embed_frames(spec.load(weights_dir), spec, frames[:5], landmarks[:5], PADDING, batch_size=2)
-    np.testing.assert_allclose(again, embeddings[:5], atol=1e-5)
+    np.testing.assert_allclose(again.numpy(), embeddings[:5], atol=1e-5)
 
 
 def test_sample_pairs_counts_and_seeding():

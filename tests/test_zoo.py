@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from leam import core
+from leam import core, embedding
 from leam.config import validate_params
 from leam.errors import ChecksumError, LeamError
 from leam.io import sha256_file
@@ -68,7 +68,7 @@ def test_onnx_entry_loads_lists_one_layer_per_resolution_and_gives_maps(onnx_fil
     with torch.no_grad():
         torch.testing.assert_close(model(images), net((images - 127.5) / 128.0), rtol=1e-4, atol=1e-4)
     frames, landmarks = real_faces["frames"][:3], real_faces["landmarks"][:3]
-    embeddings = core.embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
+    embeddings = embedding.embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
     result = core.frame_leam_maps(model, spec, frames, landmarks, embeddings.roll(1, 0), layers, FRAME_PADDING,
                                   placement="receptive_field")
     assert result.maps.shape == (3, 3, *frames.shape[1:3])
@@ -151,7 +151,7 @@ def test_torchscript_entry_matches_torch_jit_on_real_faces_and_gives_maps(aligne
         ours, theirs = model(images), script((images - 127.5) / 128.0)
     assert float((ours - theirs).abs().max()) <= 1e-4
     frames, landmarks = real_faces["frames"][:3], real_faces["landmarks"][:3]
-    embeddings = core.embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
+    embeddings = embedding.embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
     result = core.frame_leam_maps(model, spec, frames, landmarks, embeddings.roll(1, 0), layers, FRAME_PADDING,
                                   placement="receptive_field")
     assert bool((result.maps.flatten(2).amax(2) > 0).all())
@@ -176,7 +176,7 @@ def test_python_entry_builds_loads_its_state_dict_and_names_its_own_layers(align
     with torch.no_grad():  # the state dict, not the builder's fresh weights, and BGR order
         torch.testing.assert_close(model(images), trained((images.flip(1) - 127.5) / 128.0), rtol=1e-5, atol=1e-5)
     frames, landmarks = real_faces["frames"][:3], real_faces["landmarks"][:3]
-    embeddings = core.embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
+    embeddings = embedding.embed_frames(model, spec, frames, landmarks, FRAME_PADDING)
     result = core.frame_leam_maps(model, spec, frames, landmarks, embeddings.roll(1, 0), ["stem", "deep"],
                                   FRAME_PADDING, placement="receptive_field")
     assert result.maps.shape == (3, 2, *frames.shape[1:3]) and bool((result.maps.flatten(2).amax(2) > 0).all())

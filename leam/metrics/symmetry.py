@@ -25,9 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from leam import core
+from leam.embedding import embed_frames, reference_embeddings
 from leam.errors import LeamError
 from leam.metrics.stats import bootstrap_ci
 from leam.parsing.classes import CLASS_ID
@@ -158,8 +160,8 @@ def model_symmetry(model: nn.Module, spec: ModelSpec, layers: Sequence[str], fra
     batch = cfg.batch_size
     needed = np.unique(np.concatenate([plan.row.to_numpy(), *map(np.asarray, plan.reference_rows)]))
     embeddings = torch.zeros((len(frames), spec.embedding_dim))  # only the rows the subset needs are filled
-    embeddings[needed] = core.embed_frames(model, spec, frames[needed], landmarks[needed], padding, batch)
-    references = core.reference_embeddings(plan, embeddings)
+    embeddings[needed] = embed_frames(model, spec, frames[needed], landmarks[needed], padding, batch)
+    references = reference_embeddings(F.normalize(embeddings, dim=1), plan.reference_rows)
     rows = plan.row.to_numpy()
     names = [*layers, "overall"]
     geometries = {placement: core.frame_geometries(model, spec, layers, placement, *probe, padding)

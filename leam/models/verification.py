@@ -1,52 +1,19 @@
-"""Embeddings of aligned analysis frames and face-verification metrics over identity pairs.
+"""Face-verification metrics over identity pairs of embedded analysis frames.
 
 Why: before explaining a network we check that it recognises the faces of this data set (the LEAM maps of a
-network that fails verification would explain noise). Each model sees the frames through its own
-``ModelSpec.input_warp``; pairs are all same-identity pairs plus all (or a seeded sample of) different-identity
-pairs, and the scores are cosine similarity and, for reference, Euclidean distance of the raw embeddings.
+network that fails verification would explain noise). The embeddings come from
+:func:`leam.embedding.embed_frames` (each model sees the frames through its own ``ModelSpec.input_warp``);
+pairs are all same-identity pairs plus all (or a seeded sample of) different-identity pairs, and the
+scores are cosine similarity and, for reference, Euclidean distance of the raw embeddings.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import rankdata
-from tqdm import tqdm
 
 from leam.errors import LeamError
-from leam.frame import frame_to_input
-from leam.models.registry import ModelSpec
-
-
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 RGB frames (N, S, S, 3) -> float32 tensor (N, 3, S, S) with values 0..255."""
-    return torch.from_numpy(np.array(frames, dtype=np.uint8)).permute(0, 3, 1, 2).float()  # copy: frames may be a read-only memmap
-
-
-@torch.no_grad()
-def embed_frames(model: torch.nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
-                 frame_padding: float, batch_size: int = 32, device: str | torch.device = "cpu",
-                 progress: bool = False) -> np.ndarray:
-    """Embeddings (N, embedding_dim) float32 of analysis frames (N, S, S, 3) uint8 with landmarks (N, 68, 2).
-
-    Every frame is warped to the model input with ``spec.input_warp`` (frame pixels -> input pixels).
-    """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[1] != frames.shape[2]:
-        raise LeamError(f"frames must have shape (N, S, S, 3), got {frames.shape}")
-    if len(landmarks) != len(frames):
-        raise LeamError(f"{len(frames)} frames but {len(landmarks)} landmark sets")
-    frame_size = frames.shape[1]
-    matrices = spec.input_warp(np.asarray(landmarks), frame_size, frame_padding)
-    out = np.zeros((len(frames), spec.embedding_dim), dtype=np.float32)
-    starts = range(0, len(frames), batch_size)
-    for start in tqdm(starts, desc=f"embed {spec.name}", disable=not progress, unit="batch"):
-        stop = min(start + batch_size, len(frames))
-        batch = frames_to_tensor(frames[start:stop]).to(device)
-        inputs = frame_to_input(batch, matrices[start:stop], spec.input_size)
-        out[start:stop] = model(inputs).float().cpu().numpy()
-    return out
 
 
 def sample_pairs(identities, seed: int = 0, max_different: int = 0) -> pd.DataFrame:

@@ -18,7 +18,7 @@ One concept a module, in the pytorch-grad-cam shape (a mask policy, an imputer, 
   ranking, tie and seeding conventions);
 - ``face_region``: where the face and blob baselines may occlude;
 - ``fills``: what occluded pixels become;
-- ``targets``: the model that embeds occluded frames, and the reference it is compared with;
+- ``targets``: the model that embeds occluded frames (through ``leam.embedding``, as every stage does);
 - ``drops``: the design and the similarity drops of every mask;
 - ``selection``: which images are occluded;
 - ``stats``: per-image means, bootstrap summaries, LEAM vs random tests, the headline;
@@ -43,11 +43,11 @@ from leam.occlusion.fills import BLUR_SIGMA_FRACTION, FILLS, fill_values, gaussi
 from leam.occlusion.masks import RANDOM_KINDS, random_blob_scores, random_scores, upsample_maps
 from leam.occlusion.selection import select_images
 from leam.occlusion.stats import drop_tables, headline, leam_vs_random, per_image_drops, summarize_drops
-from leam.occlusion.targets import Target, embed_frames, reference_embeddings
+from leam.occlusion.targets import Target
 
 __all__ = ["BLUR_SIGMA_FRACTION", "DROP_COLUMNS", "FILLS", "RANDOM_KINDS", "Design", "Experiment", "Target", "Timing",
-           "drop_tables", "embed_frames", "example_panel", "example_panels", "face_region_from_labels",
+           "drop_tables", "example_panel", "example_panels", "face_region_from_labels",
            "face_region_from_landmarks", "fill_values", "gaussian_blur", "guide_layers", "headline", "leam_vs_random",
            "metrics_document", "occlude", "occlusion_drops", "per_image_drops", "plan_experiment", "random_blob_scores",
-           "random_scores", "reference_embeddings", "run_experiment", "select_images", "summarize_drops",
+           "random_scores", "run_experiment", "select_images", "summarize_drops",
            "upsample_maps"]

@@ -18,10 +18,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from leam.embedding import frames_to_tensor, reference_embeddings
 from leam.errors import LeamError, check_choice
 from leam.occlusion.fills import FILLS, fill_values, occlude
 from leam.occlusion.masks import RANDOM_KINDS, random_blob_scores, random_scores, upsample_maps
-from leam.occlusion.targets import Target, cosine, embed_frames, frames_tensor, reference_embeddings
+from leam.occlusion.targets import Target, cosine
 from leam.topt import check_fraction, pixel_ranks, top_count
 
 __all__ = ["Design", "Timing", "occlusion_drops"]
@@ -75,7 +76,7 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
 
     frames: uint8 (M, S, S, 3) analysis frames (all images, including references).
     image_rows: (N,) rows of ``frames`` to occlude; guide maps and ``face_region`` (N, S, S) follow this order.
-    reference_rows: per occluded image, the frame row(s) of its LEAM reference (see ``reference_embeddings``).
+    reference_rows: per occluded image, the frame row(s) of its LEAM reference (see ``leam.embedding.reference_embeddings``).
     Returns one row per (target, source, map, threshold, kind, repeat, image) with columns
     ``source, target, map, threshold, kind, repeat, image, clean, occluded, drop`` (``image`` = position in
     ``image_rows``). Random rows have source and map ``none``: they do not depend on a source model.
@@ -96,7 +97,7 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
 
         def forward(batch: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
             start = time.perf_counter()
-            out = embed_frames(target, batch, rows)
+            out = target.embed(batch, rows)
             timing.seconds += time.perf_counter() - start
             timing.forwards += 1
             timing.images += batch.shape[0]
@@ -108,7 +109,7 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
         chunks = []
         for start in range(0, len(needed), batch_size):
             rows = np.asarray(needed[start:start + batch_size])
-            chunks.append(forward(frames_tensor(frames, rows, device), rows))
+            chunks.append(forward(frames_to_tensor(frames[rows], device), rows))
         if chunks:
             ref_clean = torch.cat(chunks)
         position = {row: i for i, row in enumerate(needed)}
@@ -119,7 +120,7 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
             stop = min(start + batch_size, len(image_rows))
             rows = image_rows[start:stop]
             ids = list(image_ids[start:stop])
-            batch = frames_tensor(frames, rows, device)
+            batch = frames_to_tensor(frames[rows], device)
             ref = references[start:stop].to(device)
             clean = cosine(forward(batch, rows), ref)
             fills = fill_values(batch, design.fill)
