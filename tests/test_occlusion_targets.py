@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from leam import occlusion as occ
 from leam.embedding import embed_frames, frames_to_tensor
+from leam.face_region import landmark_hull
 from leam.frame import dlib_chip_matrix, frame_to_input, input_to_frame
 from leam.models.spec import ModelSpec
 from leam.occlusion.targets import cosine
@@ -30,7 +31,7 @@ def test_mask_survives_the_round_trip_through_a_model_input(occlusion_faces: dic
     """Frame mask -> model input -> frame (bilinear both ways, threshold 0.5) keeps IoU high."""
     landmarks = occlusion_faces["landmarks"]
     maps = torch.from_numpy(smooth_maps(len(landmarks), seed=3))
-    region = torch.from_numpy(occ.face_region_from_landmarks(landmarks, FRAME))
+    region = torch.from_numpy(landmark_hull(landmarks, FRAME))
     # Rank inside the face so the mask lies where every model input sees it.
     mask = top_fraction_mask(occ.upsample_maps(maps, FRAME), fraction, valid=region)
     for input_size, chip_padding in ((150, 0.25), (112, 0.1)):

@@ -16,7 +16,7 @@ One concept a module, in the pytorch-grad-cam shape (a mask policy, an imputer, 
 
 - ``masks``: which pixels (LEAM maps upsampled to frame pixels, the random baselines' scores; the
   ranking, tie and seeding conventions);
-- ``face_region``: where the face and blob baselines may occlude;
+- (the face region itself, where the face and blob baselines may occlude, is ``leam.face_region``);
 - ``fills``: what occluded pixels become;
 - ``targets``: the model that embeds occluded frames (through ``leam.embedding``, as every stage does);
 - ``drops``: the design and the similarity drops of every mask;
@@ -38,7 +38,6 @@ from leam.occlusion.experiment import (
     plan_experiment,
     run_experiment,
 )
-from leam.occlusion.face_region import face_region_from_labels, face_region_from_landmarks
 from leam.occlusion.fills import BLUR_SIGMA_FRACTION, FILLS, fill_values, gaussian_blur, occlude
 from leam.occlusion.masks import RANDOM_KINDS, random_blob_scores, random_scores, upsample_maps
 from leam.occlusion.selection import select_images
@@ -46,8 +45,8 @@ from leam.occlusion.stats import drop_tables, headline, leam_vs_random, per_imag
 from leam.occlusion.targets import Target
 
 __all__ = ["BLUR_SIGMA_FRACTION", "DROP_COLUMNS", "FILLS", "RANDOM_KINDS", "Design", "Experiment", "Target", "Timing",
-           "drop_tables", "example_panel", "example_panels", "face_region_from_labels",
-           "face_region_from_landmarks", "fill_values", "gaussian_blur", "guide_layers", "headline", "leam_vs_random",
+           "drop_tables", "example_panel", "example_panels",
+           "fill_values", "gaussian_blur", "guide_layers", "headline", "leam_vs_random",
            "metrics_document", "occlude", "occlusion_drops", "per_image_drops", "plan_experiment", "random_blob_scores",
            "random_scores", "run_experiment", "select_images", "summarize_drops",
            "upsample_maps"]
