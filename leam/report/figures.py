@@ -114,6 +114,17 @@ def share_heatmap(shares: pd.DataFrame, title: str = "", ylabel: str = "layer", 
     return fig
 
 
+def _facet_grid(table: pd.DataFrame, facets: list, hue: str, max_cols: int, panel_height: float):
+    """(figure, axes (rows, cols), hue values in order, hue -> colour) for one panel per facet, wrapped after
+    ``max_cols`` panels, sharing the y axis."""
+    cols = min(len(facets), max_cols)
+    rows = -(-len(facets) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(min(4.4 * cols, 13), panel_height * rows + 0.3), dpi=90,
+                             squeeze=False, sharey=True)
+    hues = list(dict.fromkeys(table[hue]))
+    return fig, axes, hues, dict(zip(hues, sns.color_palette("tab10", len(hues))))
+
+
 def mean_ci_lines(table: pd.DataFrame, x: str, hue: str, facet: str | None = None, ylabel: str = "",
                   logx: bool = True, hline: tuple[float, float] | None = None,
                   bands: list[tuple[float, float, str]] | None = None,
@@ -126,12 +137,7 @@ def mean_ci_lines(table: pd.DataFrame, x: str, hue: str, facet: str | None = Non
     value, extra ``plot`` keywords (e.g. ``{"linestyle": "--"}``). Facets wrap after ``max_cols`` panels.
     """
     facets = [None] if facet is None else list(dict.fromkeys(table[facet]))
-    cols = min(len(facets), max_cols)
-    rows = -(-len(facets) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(min(4.4 * cols, 13), 3.1 * rows + 0.3), dpi=90, squeeze=False,
-                             sharey=True)
-    hues = list(dict.fromkeys(table[hue]))
-    palette = dict(zip(hues, sns.color_palette("tab10", len(hues))))
+    fig, axes, hues, palette = _facet_grid(table, facets, hue, max_cols, panel_height=3.1)
     band_colours = sns.color_palette("pastel", max(len(bands or []), 1))
     flat = axes.ravel()
     for ax, value in zip(flat, facets):
@@ -167,7 +173,7 @@ def mean_ci_lines(table: pd.DataFrame, x: str, hue: str, facet: str | None = Non
                 labels.append(label)
     ncol = min(len(labels), 8)
     fig.legend(handles, labels, fontsize=7, loc="upper center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.22 * -(-len(labels) // ncol) / (3.1 * rows + 0.3)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.22 * -(-len(labels) // ncol) / (3.1 * axes.shape[0] + 0.3)))
     return fig
 
 
@@ -382,12 +388,7 @@ def facet_bars(table: pd.DataFrame, x: str, hue: str, facet: str, ylabel: str = 
     """Grouped bars of ``mean`` with whiskers ``ci_low``..``ci_high`` (e.g. a person vs everyone), one panel per
     ``facet`` value; ``band`` = (low, high, label) drawn as a hatched box over the ``band_x`` group."""
     facets = list(dict.fromkeys(table[facet]))
-    cols = min(len(facets), max_cols)
-    rows = -(-len(facets) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(min(4.4 * cols, 13), 3.0 * rows + 0.3), dpi=90, squeeze=False,
-                             sharey=True)
-    hues = list(dict.fromkeys(table[hue]))
-    colours = dict(zip(hues, sns.color_palette("tab10", len(hues))))
+    fig, axes, hues, colours = _facet_grid(table, facets, hue, max_cols, panel_height=3.0)
     width = 0.8 / max(len(hues), 1)
     flat = axes.ravel()
     for ax, name in zip(flat, facets):
@@ -414,7 +415,7 @@ def facet_bars(table: pd.DataFrame, x: str, hue: str, facet: str, ylabel: str = 
         row[0].set_ylabel(ylabel)
     handles, labels = flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="upper center", ncol=min(len(labels), 6), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.0 * rows + 0.3)))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (3.0 * axes.shape[0] + 0.3)))
     return fig
 
 
