@@ -85,7 +85,7 @@ ShapeFraction = Annotated[float, Field(ge=0, le=2)]
 
 IRESNET_ARCHS = ("iresnet18", "iresnet34", "iresnet50", "iresnet100")  # = leam.models.iresnet.ARCHS (tested)
 FACE_REGIONS = ("landmarks", "parsing", "all")  # = leam.face_region.FACE_REGIONS (tested)
-ZOO_FORMATS = ("arcface_torch", "onnx", "tflite", "tfjs", "torchscript", "python")  # = leam.models.zoo.FORMATS (tested)
+ZOO_FORMATS = ("arcface_torch", "evolve_ir", "onnx", "tflite", "tfjs", "torchscript", "python")  # = leam.models.zoo.FORMATS (tested)
 
 
 class _Group(BaseModel):
@@ -96,13 +96,15 @@ class _Group(BaseModel):
 
 # ------------------------------------------------------------------------------------------------ groups
 class ZooEntry(_Group):
-    """One network of yours: an IResNet checkpoint (insightface ``arcface_torch`` layout), an ONNX, TFLite,
-    TF.js or TorchScript file, or a Python builder of an ``nn.Module``, with the input it expects
-    (leam.models.zoo)."""
+    """One network of yours: an IResNet checkpoint (insightface ``arcface_torch`` layout), a face.evoLVe /
+    AdaFace IR state dict, an ONNX, TFLite, TF.js or TorchScript file, or a Python builder of an ``nn.Module``,
+    with the input it expects (leam.models.zoo)."""
 
     format: Literal[ZOO_FORMATS] = Field(
-        "arcface_torch", description="arcface_torch state dict, .onnx, .tflite, TF.js model.json, torchscript "
-                                     "(torch.jit.save file) or python (builder below, optional state dict)")
+        "arcface_torch", description="arcface_torch state dict, evolve_ir (face.evoLVe / AdaFace / CVLface IR or "
+                                     "IR-SE state dict or Lightning .ckpt, read from its keys), .onnx, .tflite, "
+                                     "TF.js model.json, torchscript (torch.jit.save file) or python (builder below, "
+                                     "optional state dict)")
     arch: Literal[IRESNET_ARCHS] | None = Field(None, description="arcface_torch: IResNet depth of the checkpoint")
     path_or_url: str = Field("", description="local path (relative to the repository root) or http(s)/file URL of "
                                              "the file (backbone.pth, model.onnx, model.tflite, model.json, model.pt; "
@@ -110,8 +112,9 @@ class ZooEntry(_Group):
     sha256: OptionalSha256 = Field("", description="sha256 of the file, checked before it is loaded")
     builder: str = Field("", description="python: `package.module:function` returning the nn.Module (called "
                                          "without arguments; the package must be importable)")
-    layers: Names = Field(default_factory=list, description="LEAM layers: submodule names (arcface_torch, python) "
-                                                            "or graph value names; empty = one per spatial resolution")
+    layers: Names = Field(default_factory=list, description="LEAM layers: submodule names (arcface_torch, evolve_ir, "
+                                                            "python) or graph value names; empty = one per spatial "
+                                                            "resolution")
     input_size: int = Field(112, ge=16, le=1024, description="square input side in pixels (not arcface_torch)")
     embedding_dim: int | None = Field(None, ge=1, description="length of the embedding the network outputs "
                                                               "(checked when it loads; not arcface_torch)")

@@ -1,5 +1,5 @@
-"""Your own networks from ``model_zoo``: an IResNet checkpoint, an ONNX, TFLite, TF.js or TorchScript file,
-or a Python builder of any ``nn.Module``.
+"""Your own networks from ``model_zoo``: an IResNet checkpoint (arcface_torch, or face.evoLVe / AdaFace IR),
+an ONNX, TFLite, TF.js or TorchScript file, or a Python builder of any ``nn.Module``.
 
 Why: LEAM is meant for the networks its users study, not only the ones we ship. An entry names the file
 (local path or URL, with its sha256, checked before it is read), its ``format`` and how the network wants
@@ -13,7 +13,11 @@ so a TorchScript file is exported once to ONNX with torch's TorchScript exporter
 and imported like an ONNX file; its value names carry the module path (``/layer1/layer1.0/Add_output_0``).
 Its reference runtime is ``torch.jit`` itself (tests/test_zoo.py). A ``python`` entry imports
 ``builder`` (``package.module:function``), calls it, optionally loads a state dict (strictly), and
-normalises the input in a forward pre-hook, so its layer names are the module's own submodule names.
+normalises the input in a forward pre-hook, so its layer names are the module's own submodule names. An
+``evolve_ir`` entry is a face.evoLVe / AdaFace / CVLface IR or IR-SE state dict (plain or a Lightning
+``.ckpt``), whose network is read from its own keys and shapes (:mod:`leam.models.evolve_ir`); its layer
+names are the state dict's module paths (``input_layer``, ``body.<k>``) and its default layers
+``input_layer`` plus each stage's last block.
 
 Default LEAM layers (``layers`` empty) are chosen on the network's own shapes: for every spatial
 resolution its 4-D values pass through, shallow to deep, the last value computed at that resolution (a
@@ -37,7 +41,7 @@ import torch.nn as nn
 from leam.errors import LeamError
 from leam.frame import dlib_chip_matrix
 from leam.geometry import arcface_input_warp
-from leam.models import iresnet
+from leam.models import evolve_ir, iresnet
 from leam.models.spec import ModelSpec
 from leam.models.weights import local_file, verify_sha256
 
@@ -45,9 +49,9 @@ __all__ = ["GRAPH_FORMATS", "FORMATS", "default_layers_of", "frame_input_warp", 
            "module_resolution_layers", "resolution_taps", "zoo_spec"]
 
 GRAPH_FORMATS = ("onnx", "tflite", "tfjs", "torchscript")
-FORMATS = ("arcface_torch", *GRAPH_FORMATS, "python")
+FORMATS = ("arcface_torch", "evolve_ir", *GRAPH_FORMATS, "python")
 _SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "tfjs": ".json", "torchscript": ".pt", "python": ".pth"}
-_DEFAULT_LAYERS = "leam_default_layers"  # attribute of a loaded python-format module: its chosen layers
+_DEFAULT_LAYERS = "leam_default_layers"  # attribute of a loaded python/evolve_ir module: its chosen layers
 _NORMALISE = "leam_normalise"  # submodule added to a python-format module: 0..255 RGB -> its input convention
 
 
@@ -141,8 +145,7 @@ def _load_graph(name: str, entry: Mapping[str, Any], weights_dir: Path, compiled
     path = local_file(str(entry["path_or_url"]), Path(weights_dir) / "zoo" / f"{name}{_SUFFIX[fmt]}",
                       f"file for model {name!r}", f"model_zoo.{name}.path_or_url")
     verify_sha256(path, str(entry["sha256"]), expected_by=f"model_zoo.{name}.sha256 is")
-    normalisation = g.PixelNormalisation(entry.get("channel_order", "RGB"), _pixels(entry.get("mean", 127.5)),
-                                         _pixels(entry.get("std", 128.0)))
+    normalisation = _normalisation(entry)
     output = entry.get("output") or None
     if fmt in ("onnx", "torchscript"):
         from leam.models.onnx_import import load_onnx
@@ -167,8 +170,6 @@ def _load_graph(name: str, entry: Mapping[str, Any], weights_dir: Path, compiled
 
 def _load_python(name: str, entry: Mapping[str, Any], weights_dir: Path) -> nn.Module:
     """Build the module, load its optional state dict, normalise in a pre-hook and choose default layers."""
-    from leam.models import graph as g
-
     module_name, _, function = str(entry["builder"]).partition(":")
     try:
         builder = getattr(importlib.import_module(module_name), function)
@@ -189,15 +190,34 @@ def _load_python(name: str, entry: Mapping[str, Any], weights_dir: Path) -> nn.M
         except Exception as exc:  # noqa: BLE001 - unpickling and key/shape mismatches raise several types
             raise LeamError(f"model_zoo.{name}: {path.name} does not load into the built module "
                             f"({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:160]})") from None
-    normalisation = g.PixelNormalisation(entry.get("channel_order", "RGB"), _pixels(entry.get("mean", 127.5)),
-                                         _pixels(entry.get("std", 128.0)))
-    model.add_module(_NORMALISE, normalisation.module())
+    model.add_module(_NORMALISE, _normalisation(entry).module())
     model.register_forward_pre_hook(lambda module, args: (getattr(module, _NORMALISE)(args[0]), *args[1:]))
     model.eval().requires_grad_(False)
     size = int(entry["input_size"])
     _check_output(name, model, size, entry.get("embedding_dim"))
     setattr(model, _DEFAULT_LAYERS, tuple(module_resolution_layers(model, size)))
     return model
+
+
+def _load_evolve_ir(name: str, entry: Mapping[str, Any], weights_dir: Path) -> nn.Module:
+    """Read the (checksum-verified) IR state dict into the network its keys describe; default layers =
+    ``input_layer`` + each stage's last block (:func:`leam.models.evolve_ir.stage_layers`)."""
+    path = local_file(str(entry["path_or_url"]), Path(weights_dir) / "zoo" / f"{name}.pth",
+                      f"state dict for model {name!r}", f"model_zoo.{name}.path_or_url")
+    verify_sha256(path, str(entry["sha256"]), expected_by=f"model_zoo.{name}.sha256 is")
+    size = int(entry["input_size"])
+    model = evolve_ir.load_evolve_ir(path, size, f"model_zoo.{name}", _normalisation(entry).module())
+    _check_output(name, model, size, entry.get("embedding_dim"))
+    setattr(model, _DEFAULT_LAYERS, tuple(evolve_ir.stage_layers(model)))
+    return model
+
+
+def _normalisation(entry: Mapping[str, Any]):
+    """The entry's ``leam.models.graph.PixelNormalisation`` (RGB 0..255 -> the network's input convention)."""
+    from leam.models import graph as g
+
+    return g.PixelNormalisation(entry.get("channel_order", "RGB"), _pixels(entry.get("mean", 127.5)),
+                                _pixels(entry.get("std", 128.0)))
 
 
 def _tap_name(value: str) -> str:
@@ -224,14 +244,15 @@ def zoo_spec(name: str, entry: Mapping[str, Any]) -> ModelSpec:
     alignment = entry.get("alignment", "arcface")
     if alignment not in ("arcface", "frame"):
         raise LeamError(f"model_zoo.{name}.alignment={alignment!r} is not valid; choose one of: arcface, frame")
-    python = fmt == "python"
+    python, modules = fmt == "python", fmt in ("python", "evolve_ir")  # modules: layers are submodule names
     source = entry.get("builder") if python else f"file {entry.get('path_or_url')}"
+    loader = _load_python if python else _load_evolve_ir if modules else _load_graph
     return ModelSpec(
         name=name, description=f"{fmt} {source} (model_zoo)", input_size=size,
         embedding_dim=int(entry.get("embedding_dim") or 0),
         # empty: chosen on the network's own shapes when it loads
-        layers=layers if python else tuple(_tap_name(v) for v in layers),
-        load=partial(_load_python if python else _load_graph, name, dict(entry)),
+        layers=layers if modules else tuple(_tap_name(v) for v in layers),
+        load=partial(loader, name, dict(entry)),
         input_warp=partial(arcface_input_warp if alignment == "arcface" else frame_input_warp, size=size),
     )
 
