@@ -200,3 +200,15 @@ def test_frame_alignment_resizes_the_analysis_frame(real_faces):
     matrices = spec.input_warp(real_faces["landmarks"], 224, FRAME_PADDING)
     assert matrices.shape == (6, 2, 3)
     np.testing.assert_allclose(matrices[0], [[111 / 223, 0, 0], [0, 111 / 223, 0]])
+
+
+def test_register_zoo_takes_plain_mappings_of_every_format():
+    """The registry accepts unvalidated mappings too (``leam.register_zoo`` from Python), in any format."""
+    name = "plain_python"
+    _REGISTRY.pop(name, None)
+    assert register_zoo({name: {"format": "python", "builder": "tests.test_zoo:build_tiny_embedder",
+                                "embedding_dim": 32}}) == [name]
+    assert get_spec(name).embedding_dim == 32
+    with pytest.raises(LeamError, match="must be a mapping with a format") as caught:
+        register_zoo({"bad": {"format": "caffe", "path_or_url": "x"}})
+    assert "\n" not in str(caught.value)

@@ -67,8 +67,9 @@ def register_zoo(zoo: Mapping[str, Any]) -> list[str]:
     for name, entry in zoo.items():
         if hasattr(entry, "model_dump"):  # a validated leam.config.ZooEntry (duck-typed: no import of the config)
             entry = entry.model_dump()
-        if not isinstance(entry, Mapping) or not ("arch" in entry or entry.get("format") in user_networks.GRAPH_FORMATS):
-            raise LeamError(f"model_zoo.{name} must be a mapping with format (or arch), path_or_url and sha256")
+        if not isinstance(entry, Mapping) or not ("arch" in entry or entry.get("format") in user_networks.FORMATS):
+            raise LeamError(f"model_zoo.{name} must be a mapping with a format ({', '.join(user_networks.FORMATS)}) "
+                            "or an arch, and its file (path_or_url, sha256) or builder")
         spec = user_networks.zoo_spec(str(name), entry)
         if name in _REGISTRY:
             if _REGISTRY[name].description != spec.description:
