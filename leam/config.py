@@ -85,6 +85,8 @@ ShapeFraction = Annotated[float, Field(ge=0, le=2)]
 
 IRESNET_ARCHS = ("iresnet18", "iresnet34", "iresnet50", "iresnet100")  # = leam.models.iresnet.ARCHS (tested)
 FACE_REGIONS = ("landmarks", "parsing", "all")  # = leam.face_region.FACE_REGIONS (tested)
+EXPLAIN_METHODS = ("leam", "leam_opposes", "layercam_fusion", "layercam_fusion_opposes", "gradcam", "saliency",
+                   "gradient_x_input", "occlusion", "random_face", "random_blob")  # = leam.attribution.METHODS (tested)
 ZOO_FORMATS = ("arcface_torch", "evolve_ir", "onnx", "tflite", "tfjs", "torchscript", "python")  # = leam.models.zoo.FORMATS (tested)
 
 
@@ -328,6 +330,37 @@ class SymmetryParams(_Group):
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
 
 
+class ExplainParams(_Group):
+    sources: Annotated[Names, Field(min_length=1)] = Field(
+        ["dlib_resnet", "mobileface"], description="networks whose attribution maps are compared (each needs its "
+                                                   "leam@<model> outputs, so each must be in models)")
+    targets: Names = Field(["dlib_resnet", "mobileface"], description="networks that also score every source's maps "
+                                                                      "(transfer); a source always scores its own; "
+                                                                      "[] = source = target only")
+    methods: Annotated[list[Literal[EXPLAIN_METHODS]], _UNIQUE, Field(min_length=1)] = Field(
+        list(EXPLAIN_METHODS), description="attribution methods (leam.attribution.methods): LEAM and LayerCAM's "
+                                           "fusion with either sign, Grad-CAM, input saliency, gradient x input, "
+                                           "black-box occlusion sensitivity, random face pixels / disc")
+    maps: Annotated[Names, Field(min_length=1)] = Field(
+        ["overall", "stem"], description="maps of the per-layer methods (leam, leam_opposes, gradcam): overall "
+                                         "(mean of the max-normalised layer maps) or layer names; layers a model "
+                                         "lacks are skipped")
+    fractions: Annotated[Fractions, Field(min_length=1)] = Field(
+        [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5], description="steps of the deletion and insertion curves, as "
+                                                                    "fractions of each photo's face region "
+                                                                    "(top-level face_region); step 0 is added")
+    fill: Literal["black", "mean", "blur"] = Field("black", description="what deleted (and not yet inserted) face "
+                                                                        "pixels become")
+    patch: int = Field(32, ge=2, description="occlusion method: side of the sliding square patch, analysis-frame "
+                                             "pixels")
+    stride: int = Field(16, ge=1, description="occlusion method: step between patch positions, frame pixels")
+    max_identities: int = Field(12, ge=0, description="seeded subset of identities explained; 0 = all (GPU runs)")
+    max_images_per_identity: int = Field(1, ge=0, description="photos explained per identity; 0 = all (GPU runs)")
+    batch_size: int = Field(32, ge=1, description="photos per forward + backward pass and frames per forward")
+    bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device (auto = cuda when available)")
+
+
 class ReportParams(_Group):
     renderer: Literal["auto", "quarto", "fallback"] = Field(
         "auto", description="quarto when on PATH (auto), or leam.report's nbclient renderer (fallback)")
@@ -377,6 +410,7 @@ class Config(_Group):
     variability: VariabilityParams = Field(default_factory=VariabilityParams, description="stage variability")
     occlusion: OcclusionParams = Field(default_factory=OcclusionParams, description="stage occlusion")
     symmetry: SymmetryParams = Field(default_factory=SymmetryParams, description="stage symmetry")
+    explain: ExplainParams = Field(default_factory=ExplainParams, description="stage explain")
     report: ReportParams = Field(default_factory=ReportParams, description="stage report")
 
     @field_validator("models")
