@@ -22,6 +22,7 @@ import yaml
 
 from leam.report.render import render_site
 from tests.browser import check_page, chromium_paths
+from tests.explain_outputs import write_explain_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["alpha", "beta"]
@@ -282,6 +283,7 @@ def make_repo(root: Path, photos: list[Path], threshold: float = 0.01, pages: li
         config["project"]["render"] = pages
     (reports / "_quarto.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     write_outputs(root, photos, metrics_threshold)
+    write_explain_outputs(root)
     return reports
 
 
@@ -291,7 +293,7 @@ def site(tmp_path_factory, small_slice) -> Path:
     photos = [Path(p) for p in small_slice.abspath[:4]]
     reports = make_repo(tmp_path_factory.mktemp("repo"), photos)
     renderer, files = render_site(reports, renderer="fallback")
-    assert renderer == "fallback" and len(files) == 9
+    assert renderer == "fallback" and len(files) == 10
     return reports / "_site"
 
 
@@ -380,7 +382,8 @@ def test_missing_outputs_show_a_note_instead_of_failing(tmp_path, small_slice):
 
 
 # ---------------------------------------------------------------------------------------- answer blocks
-PAGES = ["index", "gallery", "regions", "patterns", "variability", "gender", "occlusion", "person", "methods"]
+PAGES = ["index", "gallery", "regions", "patterns", "variability", "gender", "occlusion", "explain", "person",
+         "methods"]
 
 
 def _answer_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 
 __all__ = ["AGREE", "Answer", "DISAGREE", "Estimate", "MAGNITUDE_FACTOR", "NO_VERDICT", "PAPER", "PARTLY",
            "PaperClaim", "RANDOM_KINDS", "VERDICT_RULE", "all_answers", "decide", "direction", "emd_answers",
-           "gender_answers", "gender_split_answers", "magnitude", "person_answers", "occlusion_answers", "region_answers", "region_cis",
+           "explain_answers", "gender_answers", "gender_split_answers", "magnitude", "person_answers", "occlusion_answers", "region_answers", "region_cis",
            "similarity_answers", "transfer_answers", "variability_answers"]
 
 AGREE, PARTLY, DISAGREE, NO_VERDICT = "agree", "partly", "disagree", "no paper figure"
@@ -97,6 +97,13 @@ OUR_CHECKS: dict[str, PaperClaim] = {claim.key: claim for claim in (
     PaperClaim("person.occlusion", "person", "LEAM vs random_uniform on this person's photos",
                "The paper's occlusion figure (LEAM 0.1148 vs random 0.0286 at the top 1%), applied to one "
                "person's photos.", "LEAM 0.1148 vs random 0.0286"),
+    *(PaperClaim(f"explain.{curve}", "explain", f"Best {curve} ranking",
+                 f"Our check (beyond the paper): which attribution method's ranking of the face pixels gives the "
+                 f"best {curve} curve ({'lowest' if curve == 'deletion' else 'highest'} area), and where "
+                 f"`leam:overall` ranks.", "no figure") for curve in ("deletion", "insertion")),
+    PaperClaim("explain.signs", "explain", "Supporting vs opposing map",
+               "Our check (beyond the paper): does the curve tell LEAM's map of what supports the match "
+               "(`leam:overall`) from its map of what opposes it (`leam_opposes:overall`)?", "no figure"),
 )}
 """Answers that are not in the overview's table: checks the paper gives no figure for, and the paper's
 figures applied to one person (the person page)."""
@@ -579,6 +586,40 @@ def person_answers(nose: Mapping[str, tuple[float, int]], drops: Mapping[str, Ma
         answer = _judge("person.occlusion", model, estimates, (0, 1), threshold)
         reason = answer.reason.replace(f"no CI for LEAM drop, {baseline} drop", f"means of {count} photos, no CI")
         answers.append(replace(answer, reason=reason))
+    return answers
+
+
+def explain_answers(explain: Mapping | None, method: str = "leam:overall") -> list[Answer]:
+    """Per source model (= target) of ``metrics/explain.json``: the deletion and insertion winners against
+    ``method`` (its AUC and rank, the methods a paired test finds better or worse) and whether each curve
+    separates ``method`` from its opposing-sign map; no paper figure."""
+    if not explain:
+        return []
+    answers = []
+    for model, entry in (explain.get("models") or {}).items():
+        for curve in ("deletion", "insertion"):
+            block = (entry or {}).get(curve) or {}
+            auc = block.get("auc") or {}
+            if method not in auc or block.get("winner") not in auc:
+                continue
+            source = f"metrics/explain.json models.{model}.{curve}.auc"
+            estimates = tuple(Estimate(f"{name} AUC", float(auc[name]["mean"]), *_ci(auc[name].get("ci")), source=source)
+                              for name in dict.fromkeys([method, block["winner"]]))
+            better, worse = block.get("beats_leam") or [], block.get("loses_to_leam") or []
+            reason = (f"{method} ranks {block.get('leam_rank')} of {block.get('methods')}; better than it (p < 0.05): "
+                      f"{', '.join(better) or 'none'}; worse: {', '.join(worse) or 'none'}")
+            answers.append(Answer(f"explain.{curve}", model, estimates, NO_VERDICT, reason,
+                                  extra={"winner": block["winner"], "better": better, "worse": worse}))
+        signs = {curve: ((entry or {}).get(curve) or {}).get("signs", {}).get(method) for curve in ("deletion", "insertion")}
+        if signs["deletion"] is None or signs["insertion"] is None:
+            continue
+        source = f"metrics/explain.json models.{model}.deletion.signs.{method}"
+        estimates = (Estimate("deletion AUC supports", float(signs["deletion"]["supports_auc"]), source=source),
+                     Estimate("opposes", float(signs["deletion"]["opposes_auc"]), source=source))
+        reason = "; ".join(f"{curve} {'separates' if s['separates'] else 'does not separate'} the signs "
+                           f"(p = {float(s['p_value']):.2g})" for curve, s in signs.items())
+        answers.append(Answer("explain.signs", model, estimates, NO_VERDICT, reason,
+                              extra={curve: bool(s["separates"]) for curve, s in signs.items()}))
     return answers
 
 
