@@ -79,6 +79,7 @@ class SourceBatch:
     fill: str = "black"
     batch_size: int = 32
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _leam_layers: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def frame_size(self) -> int:
@@ -90,6 +91,16 @@ class SourceBatch:
         inputs, matrices = to_model_input(self.spec, self.frames, self.landmarks, self.padding, self.device)
         return pair_gradients(self.model, inputs, self.references.to(self.device), self.layers, matrices,
                               self.frame_size, self.geometries)
+
+    def leam_layers(self, sign: str) -> torch.Tensor:
+        """(N, L, S, S) LEAM layer maps of ``sign`` in the frame, computed once per batch and sign
+        (:func:`leam.core.layer_map` with the run's ``negative_activations``, placed as LEAM places them)."""
+        if sign not in self._leam_layers:
+            g = self.gradients
+            self._leam_layers[sign] = g.layers_to_frame({n: core.layer_map(g.activations[n], g.gradients[n], sign,
+                                                                           self.negative_activations)
+                                                         for n in self.layers})
+        return self._leam_layers[sign]
 
     @cached_property
     def frame_tensor(self) -> torch.Tensor:
@@ -156,13 +167,8 @@ class Leam(Method):
         self.maps, self.sign = tuple(maps), sign
         self.name = "leam" if sign == "supports_match" else "leam_opposes"
 
-    def layer_maps(self, batch: SourceBatch) -> torch.Tensor:
-        g = batch.gradients
-        return g.layers_to_frame({n: core.layer_map(g.activations[n], g.gradients[n], self.sign,
-                                                    batch.negative_activations) for n in batch.layers})
-
     def __call__(self, batch: SourceBatch) -> dict[str, torch.Tensor]:
-        return _pick_maps(self.name, self.layer_maps(batch), batch.layers, self.maps)
+        return _pick_maps(self.name, batch.leam_layers(self.sign), batch.layers, self.maps)
 
 
 class LayerCamFusion(Leam):
@@ -173,7 +179,7 @@ class LayerCamFusion(Leam):
         self.name = "layercam_fusion" if sign == "supports_match" else "layercam_fusion_opposes"
 
     def __call__(self, batch: SourceBatch) -> dict[str, torch.Tensor]:
-        framed = self.layer_maps(batch)
+        framed = batch.leam_layers(self.sign)
         peak = framed.amax(dim=(-2, -1), keepdim=True)
         scaled = torch.where(peak > 0, framed / peak.clamp_min(torch.finfo(framed.dtype).tiny), torch.zeros_like(framed))
         return {self.name: scaled.amax(dim=1)}
