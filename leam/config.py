@@ -354,7 +354,7 @@ class ExplainParams(_Group):
     patch: int = Field(32, ge=2, description="occlusion method: side of the sliding square patch, analysis-frame "
                                              "pixels")
     stride: int = Field(16, ge=1, description="occlusion method: step between patch positions, frame pixels")
-    max_identities: int = Field(12, ge=0, description="seeded subset of identities explained; 0 = all (GPU runs)")
+    max_identities: int = Field(20, ge=0, description="seeded subset of identities explained; 0 = all (GPU runs)")
     max_images_per_identity: int = Field(1, ge=0, description="photos explained per identity; 0 = all (GPU runs)")
     batch_size: int = Field(32, ge=1, description="photos per forward + backward pass and frames per forward")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")

@@ -17,7 +17,7 @@ curves delete (or, from a fully filled face, insert) the most relevant face pixe
 in steps of explain.fractions and re-embed with the target network (leam.attribution.curves).
 Params: seed, models, model_zoo, face_region, align.padding, leam.reference, explain.*.
 Cost: per photo and target about 2 x len(fractions) x maps forwards (+ the occlusion method's patches on
-the source); the default scope (12 photos, dlib_resnet and mobileface, both ways) runs in ~1.5 min on 2 CPU
+the source); the default scope (20 photos, dlib_resnet and mobileface, both ways) runs in ~1.5 min on 2 CPU
 cores; explain.max_identities: 0 and explain.max_images_per_identity: 0 run every photo (a GPU run).
 """
 
