@@ -131,7 +131,8 @@ def test_stage_errors_are_one_line(embedded, weights_dir, tmp_path, capsys):  # 
     bad.write_text(yaml.safe_dump(params))
     code = stage.run_stage("leam", stage.main, stage.build_parser(),
                            ["--params", str(bad), "--aligned", str(workdir / "data/aligned"), "--weights",
-                            str(weights_dir), "--out", str(tmp_path / "out"), "--model", "dlib_resnet"])
+                            str(weights_dir), "--embeddings", str(workdir / "data/embeddings"),
+                            "--out", str(tmp_path / "out"), "--model", "dlib_resnet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "layer9.0" in err[0] and err[0].startswith("error:")
     assert run(workdir, weights_dir, "--model", "dlib_resnet", "--aligned", str(tmp_path / "missing")) == 2

@@ -16,9 +16,9 @@ from tests.occlusion_faces import FRAME, PADDING, aligned_slice, design, first_r
 
 
 def test_the_package_re_exports_every_public_name_of_its_modules() -> None:
-    from leam.occlusion import drops, examples, experiment, face_region, fills, masks, selection, stats, targets
+    from leam.occlusion import drops, examples, experiment, fills, masks, selection, stats, targets
 
-    modules = (drops, examples, experiment, face_region, fills, masks, selection, stats, targets)
+    modules = (drops, examples, experiment, fills, masks, selection, stats, targets)
     public = {name for module in modules for name in module.__all__}
     assert public == set(occ.__all__)
     for module in modules:
