@@ -32,11 +32,15 @@ SMALL_PARAMS = {
     "variability": {"bootstrap": 200},
     "align": {"workers": 1},
     "symmetry": {"max_images": 6, "bootstrap": 100},
+    # the explain stage end to end on a small scope (its methods and curves have their own tests)
+    "explain": {"max_identities": 2, "methods": ["leam", "leam_opposes", "saliency", "random_face"],
+                "maps": ["overall"], "fractions": [0.05, 0.5], "targets": [], "bootstrap": 100},
 }
 
 
-THRESHOLD_STAGES = ("correlate", "similarity", "occlusion", "symmetry")
-"""The stages whose outputs the top-level ``threshold`` changes directly."""
+THRESHOLD_STAGES = ("correlate", "similarity", "occlusion")
+"""Stages whose outputs the top-level ``threshold`` changes directly (``variability``, ``symmetry`` and
+``plots`` read it too; tests/test_dvc_deps.py checks every stage's params)."""
 
 
 @pytest.fixture(scope="module")
