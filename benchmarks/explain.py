@@ -27,7 +27,6 @@ from leam.attribution import (
     SourceBatch,
     build_methods,
     curve_steps,
-    geometries_from_cells,
     image_curves,
     tie_order,
 )
@@ -37,6 +36,7 @@ from leam.face_region import face_region
 from leam.io import read_aligned, read_leam_outputs
 from leam.models.registry import get_spec
 from leam.occlusion import Target
+from leam.placement import geometries_from_cells
 
 GRADIENT_METHODS = ("leam", "leam_opposes", "layercam_fusion", "layercam_fusion_opposes", "gradcam", "saliency",
                     "gradient_x_input")

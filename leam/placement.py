@@ -42,7 +42,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from leam.errors import LeamError, check_choice
 
 __all__ = ["PLACEMENTS", "AxisGeometry", "CellGeometry", "centred_geometry", "trace_cell_geometry",
-           "effective_geometry", "central_cells", "cached_geometries", "cell_table", "place_on_input", "gradient_support", "gradient_centroid"]
+           "effective_geometry", "central_cells", "cached_geometries", "cell_table", "geometries_from_cells", "place_on_input", "gradient_support", "gradient_centroid"]
 
 PLACEMENTS = ("effective_field", "receptive_field", "centred")
 
@@ -151,6 +151,24 @@ def cell_table(geometries: dict[str, CellGeometry] | None) -> dict | None:
         return None
     return {name: {"grid": list(g.grid), "centre_0": [round(g.y.centre(0), 4), round(g.x.centre(0), 4)],
                    "jump": [g.y.jump, g.x.jump]} for name, g in geometries.items()}
+
+
+def geometries_from_cells(cells: dict | None, input_size: int) -> dict[str, CellGeometry] | None:
+    """The cell geometries a leam run recorded (``layers.json`` ``cells``, written by :func:`cell_table`): its inverse.
+
+    ``place_on_input`` needs only each axis's cell count, cell-0 centre and jump, which the table keeps
+    (centres rounded to 1e-4 input pixels), so the maps are placed as the leam stage placed them without
+    measuring ``effective_field`` again. None (a ``centred`` run) stays None.
+    """
+    if cells is None:
+        return None
+
+    def axis(count: int, centre: float, jump: float) -> AxisGeometry:
+        return AxisGeometry(int(count), float(centre), float(centre), float(jump))
+
+    return {name: CellGeometry(axis(c["grid"][0], c["centre_0"][0], c["jump"][0]),
+                               axis(c["grid"][1], c["centre_0"][1], c["jump"][1]), int(input_size))
+            for name, c in cells.items()}
 
 
 def central_cells(grid: tuple[int, int]) -> list[tuple[int, int]]:

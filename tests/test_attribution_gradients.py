@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from leam import core
-from leam.attribution import geometries_from_cells, pair_gradients
+from leam.attribution import pair_gradients
 from leam.embedding import to_model_input
-from leam.placement import cached_geometries, cell_table, place_on_input
+from leam.placement import cached_geometries, cell_table, geometries_from_cells, place_on_input
 from tests.attribution_nets import FRAME, LAYERS, PADDING, SmallNet, small_spec, smooth_frames
 
 

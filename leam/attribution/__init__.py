@@ -24,7 +24,7 @@ from leam.attribution.curves import (
     tie_order,
 )
 from leam.attribution.experiment import CURVE_TABLE_COLUMNS, Design, Source, Timing, check_scope, plan, run
-from leam.attribution.gradients import PairGradients, geometries_from_cells, pair_gradients
+from leam.attribution.gradients import PairGradients, pair_gradients
 from leam.attribution.methods import METHODS, SIGNED, Method, SourceBatch, build_methods, method_sign, register_method
 from leam.attribution.sensitivity import occlusion_sensitivity, patch_corners
 from leam.attribution.stats import (
@@ -39,6 +39,6 @@ from leam.attribution.stats import (
 
 __all__ = ["CURVES", "CURVE_TABLE_COLUMNS", "METHODS", "REFERENCE_METHOD", "SIGNED", "Design", "Method", "PairGradients",
            "Source", "SourceBatch", "Timing", "auc_per_image", "build_methods", "check_scope", "curve_auc", "curve_steps", "explain_tables",
-           "geometries_from_cells", "image_curves", "method_sign", "metrics_document", "occlusion_sensitivity",
+           "image_curves", "method_sign", "metrics_document", "occlusion_sensitivity",
            "pair_gradients", "patch_corners", "plan", "plot_tables", "register_method", "relevance_ranks",
            "removal_masks", "run", "sign_separation", "tie_order", "versus_reference"]

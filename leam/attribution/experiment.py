@@ -20,12 +20,12 @@ import pandas as pd
 import torch
 
 from leam.attribution.curves import curve_steps, image_curves, tie_order
-from leam.attribution.gradients import geometries_from_cells
 from leam.attribution.methods import SourceBatch, build_methods
 from leam.embedding import frames_to_tensor, reference_embeddings
 from leam.errors import LeamError, check_choice
 from leam.occlusion import Experiment, Target, plan_experiment
 from leam.occlusion.fills import FILLS
+from leam.placement import geometries_from_cells
 
 if TYPE_CHECKING:  # annotations only
     from leam.models.spec import ModelSpec

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from leam import core
 from leam.errors import LeamError
 from leam.frame import input_to_frame
-from leam.placement import AxisGeometry, CellGeometry, place_on_input
+from leam.placement import CellGeometry, place_on_input
 
-__all__ = ["PairGradients", "geometries_from_cells", "pair_gradients"]
+__all__ = ["PairGradients", "pair_gradients"]
 
 
 @dataclass(frozen=True)
@@ -97,21 +97,3 @@ def pair_gradients(model: nn.Module, inputs: torch.Tensor, references: torch.Ten
                          activations={n: a.detach() for n, a in zip(layers, captured)},
                          gradients=dict(zip(layers, grads[1:])), matrices=np.asarray(matrices),
                          frame_size=int(frame_size), geometries=geometries)
-
-
-def geometries_from_cells(cells: Mapping[str, Mapping] | None, input_size: int) -> dict[str, CellGeometry] | None:
-    """The cell geometries a leam run recorded (``layers.json`` ``cells``, :func:`leam.placement.cell_table`).
-
-    ``place_on_input`` needs only each axis's cell count, cell-0 centre and jump, which the table keeps
-    (centres rounded to 1e-4 input pixels), so the maps are placed as the leam stage placed them without
-    measuring ``effective_field`` again. None (a ``centred`` run) stays None.
-    """
-    if cells is None:
-        return None
-
-    def axis(count: int, centre: float, jump: float) -> AxisGeometry:
-        return AxisGeometry(int(count), float(centre), float(centre), float(jump))
-
-    return {name: CellGeometry(axis(c["grid"][0], c["centre_0"][0], c["jump"][0]),
-                               axis(c["grid"][1], c["centre_0"][1], c["jump"][1]), int(input_size))
-            for name, c in cells.items()}
