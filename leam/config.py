@@ -361,6 +361,20 @@ class ExplainParams(_Group):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device (auto = cuda when available)")
 
 
+class RayParams(_Group):
+    address: str = Field("", description='an existing Ray cluster for engine=ray ("head:6379", "ray://head:10001"); '
+                                         '"" = RAY_ADDRESS when set, else a Ray instance started on this machine')
+    num_cpus: int = Field(0, ge=0, description="a Ray instance started on this machine: CPUs it may use (0 = every "
+                                               "core)")
+    actors: int = Field(0, ge=0, description="model actors per stage, each holding the network's weights (0 = as "
+                                             "many as the cluster's CPUs, or GPUs, hold)")
+    cpus_per_actor: int = Field(0, ge=0, description="CPUs (torch threads) each actor reserves; 0 = this process's "
+                                                     "torch threads, which keeps outputs bit-identical to "
+                                                     "engine=local")
+    gpus_per_actor: float = Field(1.0, ge=0, description="GPUs each embedding actor reserves when the cluster has "
+                                                         "any, then runs on (0 = CPU actors)")
+
+
 class ReportParams(_Group):
     renderer: Literal["auto", "quarto", "fallback"] = Field(
         "auto", description="quarto when on PATH (auto), or leam.report's nbclient renderer (fallback)")
@@ -390,6 +404,10 @@ class Config(_Group):
         "landmarks", description="what counts as the face (leam.face_region), for similarity.face_mask, the cells "
                                  "variability averages over and occlusion's random face/blob pixels: landmarks = "
                                  "the 68-landmark hull, parsing = the parser's face classes, all = every pixel")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="where the per-image heavy stages (models, leam@<model>) run their batches: local = "
+                             "this process, ray = Ray Data actors (optional extra: pip install -r "
+                             "requirements-ray.txt; ray.*); outputs do not depend on it")
     model_zoo: dict[Name, ZooEntry] = Field(
         default_factory=dict, description="your networks, e.g. {arcface_r100: {arch: iresnet100, path_or_url: "
                                           "/path/backbone.pth, sha256: <hex>}} or {mine: {format: onnx, path_or_url: "
@@ -412,6 +430,7 @@ class Config(_Group):
     symmetry: SymmetryParams = Field(default_factory=SymmetryParams, description="stage symmetry")
     explain: ExplainParams = Field(default_factory=ExplainParams, description="stage explain")
     report: ReportParams = Field(default_factory=ReportParams, description="stage report")
+    ray: RayParams = Field(default_factory=RayParams, description="engine=ray: the cluster and its actors")
 
     @field_validator("models")
     @classmethod
