@@ -21,9 +21,9 @@ from leam.frame import frame_to_input, transform_points
 from leam.imageio import load_rgb
 from leam.models import human_models
 from leam.models.verification import roc_auc
+from tests.tfjs_reference import REFERENCE, tfjs_ready
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "tools" / "tfjs_reference"
 CACHE = REPO / ".cache" / "npm"
 MIN_AUC = {"faceres": 0.8, "faceres-deep": 0.8, "mobileface": 0.8, "mobilefacenet": 0.65}
 """mobilefacenet as shipped is weak (AUC about 0.7 here, any crop or colour order; its converter
@@ -86,18 +86,9 @@ def _inputs(spec, faces: dict, rows=slice(None)) -> torch.Tensor:
     return frame_to_input(frames_to_tensor(faces["frames"][rows]), matrices, spec.input_size)
 
 
-def _tfjs_ready() -> bool:
-    if shutil.which("node") is None:
-        return False
-    modules = REFERENCE / "node_modules" / "@tensorflow"
-    if not (modules / "tfjs-backend-wasm").is_dir() and shutil.which("npm"):
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=REFERENCE, capture_output=True, timeout=600)
-    return (modules / "tfjs").is_dir() and (modules / "tfjs-backend-wasm").is_dir()
-
-
 @pytest.mark.parametrize("name", human_models.MODEL_NAMES)
 def test_torch_equals_tfjs_on_real_faces(name, human_weights, faces, tmp_path):
-    if not _tfjs_ready():
+    if not tfjs_ready():
         pytest.skip("node or @tensorflow/tfjs (tools/tfjs_reference) unavailable")
     spec = human_models.SPECS[name]
     model = _model(name, human_weights)

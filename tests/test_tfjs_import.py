@@ -197,3 +197,53 @@ def test_unsupported_op_and_bad_tap_are_one_line_errors():
         tfjs_module(*_graph(ok, {}), "y", taps={"a.b": "y"})
     with pytest.raises(LeamError, match="not in the graph"):
         tfjs_module(*_graph(ok, {}), "missing")
+
+
+@pytest.mark.parametrize("size,padding", [(7, "SAME"), (8, "SAME"), (7, "VALID")])
+def test_conv2d_backprop_input_is_the_gradient_of_the_forward_conv(size, padding):
+    """TF's Conv2DBackpropInput is, by definition, d(conv(x) . g) / dx: compared with torch autograd of the
+    forward TF convolution (SAME: the odd padding pixel after) on an input of ``size``."""
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)        # forward conv HWIO: 2 -> 4 channels
+    pads = [same_padding(size, 3, 2) if padding == "SAME" else (0, 0)] * 2
+    forward_out = (size + sum(pads[0]) - 3) // 2 + 1
+    grad = rng.normal(size=(2, forward_out, forward_out, 4)).astype(np.float32)
+    x = torch.zeros(2, 2, size, size, requires_grad=True)
+    padded = torch.nn.functional.pad(x, (pads[1][0], pads[1][1], pads[0][0], pads[0][1]))
+    out = torch.nn.functional.conv2d(padded, torch.from_numpy(kernel.transpose(3, 2, 0, 1)), stride=2)
+    (out * torch.from_numpy(grad).permute(0, 3, 1, 2)).sum().backward()
+    expected = x.grad.permute(0, 2, 3, 1).numpy()
+    sizes = np.array([2, size, size, 2], np.int32)
+    node = {"name": "y", "op": "Conv2DBackpropInput", "input": ["sizes", "k", "x"],
+            "attr": {**_conv_attrs(2, padding)}}
+    model, weights = _graph([_placeholder(forward_out, forward_out, 4), node], {"sizes": sizes, "k": kernel})
+    with torch.no_grad():
+        ours = tfjs_module(model, weights, "y")(torch.from_numpy(grad).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_pools_resize_and_addn_follow_tf():
+    """AvgPool SAME divides by the real pixels of each window; MaxPool; ResizeBilinear with align_corners maps
+    corners onto corners; AddN sums; the legacy resize rule is refused by name."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1, 5, 5, 2)).astype(np.float32)
+    pool = {"ksize": _ints([1, 2, 2, 1]), "strides": _ints([1, 2, 2, 1]), "padding": _s("SAME"),
+            "data_format": _s("NHWC")}
+    nodes = [_placeholder(5, 5, 2),
+             {"name": "avg", "op": "AvgPool", "input": ["x"], "attr": pool},
+             {"name": "max", "op": "MaxPool", "input": ["x"], "attr": pool},
+             {"name": "up", "op": "ResizeBilinear", "input": ["x", "size"], "attr": {"align_corners": {"b": True}}},
+             {"name": "sum", "op": "AddN", "input": ["x", "x", "x"], "attr": {}}]
+    model, weights = _graph(nodes, {"size": np.array([9, 9], np.int32)})
+    values = tfjs_module(model, weights, "sum", extra_outputs=("avg", "max", "up")).run(
+        torch.from_numpy(x).permute(0, 3, 1, 2), ["avg", "max", "up", "sum"])
+    got = {k: v.permute(0, 2, 3, 1).numpy() for k, v in values.items()}
+    assert got["avg"].shape == (1, 3, 3, 2)
+    np.testing.assert_allclose(got["avg"][0, 2, 2], x[0, 4, 4], rtol=1e-6)            # a 1-pixel window
+    np.testing.assert_allclose(got["avg"][0, 0, 0], x[0, :2, :2].mean((0, 1)), rtol=1e-6)
+    np.testing.assert_allclose(got["max"][0, 1, 2], x[0, 2:4, 4].max(0), rtol=1e-6)
+    np.testing.assert_allclose(got["up"][0, ::2, ::2], x[0], rtol=1e-5, atol=1e-6)    # 9 = 2 * 5 - 1: corners align
+    np.testing.assert_allclose(got["sum"], 3 * x, rtol=1e-6)
+    nodes[3]["attr"] = {}
+    with pytest.raises(LeamError, match="legacy rule"):
+        tfjs_module(*_graph(nodes, {"size": np.array([9, 9], np.int32)}), "up")

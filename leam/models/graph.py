@@ -34,7 +34,7 @@ from leam.errors import LeamError
 
 __all__ = ["PixelNormalisation", "GraphModule", "Conv", "Binary", "Unary", "PRelu", "LeakyRelu", "Clip",
            "ChannelAffine", "Reshape", "Squeeze", "Linear", "Pool", "Concat", "Reduce", "Softmax", "Pad", "Flatten",
-           "L2Normalize", "NhwcBroadcast", "constant", "nhwc_constant_to_nchw", "same_padding", "ACTIVATIONS",
+           "L2Normalize", "AddN", "ResizeBilinear", "ConvTranspose", "NhwcBroadcast", "constant", "nhwc_constant_to_nchw", "same_padding", "ACTIVATIONS",
            "NCHW_AXIS"]
 
 
@@ -406,6 +406,57 @@ class Pad(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.pad(x, self.pads, value=self.value)
+
+
+class AddN(nn.Module):
+    """The element-wise sum of any number of values of one shape (TF ``AddN``)."""
+
+    def forward(self, *values: torch.Tensor) -> torch.Tensor:
+        out = values[0]
+        for value in values[1:]:
+            out = out + value
+        return out
+
+
+class ResizeBilinear(nn.Module):
+    """Bilinear resize of an NCHW value to ``size`` (H, W).
+
+    ``align_corners``: corner pixels map onto corner pixels (TF ``align_corners``); otherwise pixel centres
+    map with TF's ``half_pixel_centers`` rule, which is torch's ``align_corners=False`` (sources clamped at
+    the border in both). TF's third, legacy rule (neither flag) has no torch equivalent and is refused by
+    the importer.
+    """
+
+    def __init__(self, size: Sequence[int], align_corners: bool = False) -> None:
+        super().__init__()
+        self.size, self.align_corners = tuple(int(s) for s in size), bool(align_corners)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=self.size, mode="bilinear", align_corners=self.align_corners)
+
+
+class ConvTranspose(nn.Module):
+    """Transposed 2-D convolution (TF ``Conv2DBackpropInput``) to an output of ``size`` (H, W).
+
+    ``weight``: (C_in, C_out, kH, kW), torch's layout. The full transposed result ((in - 1) * stride + k)
+    is cropped to ``size`` from offset ``pads`` (top, left): TF's rule for the forward convolution whose
+    gradient this is (``SAME``: half the total padding, the odd pixel after; ``VALID``: 0).
+    """
+
+    def __init__(self, weight: np.ndarray, stride: Sequence[int], size: Sequence[int],
+                 pads: Sequence[int]) -> None:
+        super().__init__()
+        self.weight = constant(weight)
+        self.stride, self.size, self.pads = tuple(stride), tuple(int(s) for s in size), tuple(int(p) for p in pads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.conv_transpose2d(x, self.weight, None, self.stride)
+        top, left = self.pads
+        short_h = max(top + self.size[0] - out.shape[2], 0)
+        short_w = max(left + self.size[1] - out.shape[3], 0)
+        if short_h or short_w:  # the forward convolution never reached these input pixels: zero gradient
+            out = F.pad(out, (0, short_w, 0, short_h))
+        return out[:, :, top:top + self.size[0], left:left + self.size[1]]
 
 
 class L2Normalize(nn.Module):

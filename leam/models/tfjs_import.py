@@ -34,8 +34,10 @@ _BINARY = {"Add": "add", "AddV2": "add", "BiasAdd": "add", "Sub": "sub", "Mul": 
 _REDUCE = {"Mean": "mean", "Sum": "sum", "Max": "max", "Min": "min", "Prod": "prod"}
 _CONV_OPS = {"Conv2D", "_FusedConv2D", "DepthwiseConv2dNative", "FusedDepthwiseConv2dNative"}
 _MATMUL_OPS = {"MatMul", "_FusedMatMul"}
-SUPPORTED_OPS = sorted(set(_UNARY) | set(_BINARY) | set(_REDUCE) | _CONV_OPS | _MATMUL_OPS
-                       | {"Pad", "PadV2", "Reshape", "Squeeze", "Softmax", "LeakyRelu", "Prelu", "ConcatV2"})
+_POOL_OPS = {"MaxPool": "max", "AvgPool": "avg"}
+SUPPORTED_OPS = sorted(set(_UNARY) | set(_BINARY) | set(_REDUCE) | _CONV_OPS | _MATMUL_OPS | set(_POOL_OPS)
+                       | {"Pad", "PadV2", "Reshape", "Squeeze", "Softmax", "LeakyRelu", "Prelu", "ConcatV2", "AddN",
+                          "ResizeBilinear", "Conv2DBackpropInput"})
 
 
 def _topological_order(nodes: dict[str, dict], targets: list[str]) -> list[str]:
@@ -96,6 +98,16 @@ class _Builder:
             self._conv(node, refs, ranks)
         elif op in _MATMUL_OPS:
             self._matmul(node, refs)
+        elif op in _POOL_OPS:
+            self._pool(node, refs, ranks)
+        elif op == "AddN":
+            if any(r in consts for r in refs):
+                raise LeamError(f"AddN with constant operands at {name!r} is not supported")
+            self.emit(g.AddN(), refs, name, ranks[0])
+        elif op == "ResizeBilinear":
+            self._resize(node, refs, ranks)
+        elif op == "Conv2DBackpropInput":
+            self._conv_transpose(node, refs)
         elif op in ("Pad", "PadV2"):
             paddings = consts[refs[1]].astype(int)
             fill = float(consts[refs[2]]) if op == "PadV2" and len(refs) > 2 else 0.0
@@ -214,6 +226,56 @@ class _Builder:
         conv = g.Conv(weight, bias, (strides[1], strides[2]), (dilations[1], dilations[2]), groups, pads, activation)
         self._emit_with_epilogue(conv, refs[0], name, 4, after)
 
+    def _pool(self, node: dict, refs: list[str], ranks: list[int]) -> None:
+        name, op = node["name"], node["op"]
+        if ranks[0] != 4 or attr(node, "data_format", "NHWC") != "NHWC":
+            raise LeamError(f"{op} at {name!r} needs a 4-D NHWC input")
+        ksize, strides = attr(node, "ksize", [1, 1, 1, 1]), attr(node, "strides", [1, 1, 1, 1])
+        if ksize[0] != 1 or ksize[3] != 1 or strides[0] != 1 or strides[3] != 1:
+            raise LeamError(f"{op} at {name!r}: pooling over the batch or channel axis is not supported")
+        padding = attr(node, "padding", "VALID")
+        if padding not in ("SAME", "VALID"):
+            raise LeamError(f"{op} at {name!r}: padding {padding!r} is not supported; supported: SAME, VALID")
+        # TF's average pool divides by the real (not padded) pixels of each window, g.Pool's default
+        pads: tuple[int, ...] | str = "same" if padding == "SAME" else (0, 0, 0, 0)
+        self.emit(g.Pool(_POOL_OPS[op], ksize[1:3], strides[1:3], pads), refs[:1], name, 4)
+
+    def _resize(self, node: dict, refs: list[str], ranks: list[int]) -> None:
+        name = node["name"]
+        if ranks[0] != 4 or refs[1] not in self.consts:
+            raise LeamError(f"ResizeBilinear at {name!r} needs a 4-D input and a constant size")
+        align_corners = bool(attr(node, "align_corners", False))
+        if not align_corners and not attr(node, "half_pixel_centers", False):
+            raise LeamError(f"ResizeBilinear at {name!r}: the legacy rule (neither align_corners nor "
+                            f"half_pixel_centers) is not supported")
+        size = [int(s) for s in np.atleast_1d(self.consts[refs[1]]).tolist()]
+        self.emit(g.ResizeBilinear(size, align_corners), refs[:1], name, 4)
+
+    def _conv_transpose(self, node: dict, refs: list[str]) -> None:
+        """``Conv2DBackpropInput(input_sizes, filter (kH, kW, C_out, C_in), value)``: a transposed convolution."""
+        name = node["name"]
+        sizes_ref, kernel_ref, source = refs[:3]
+        if sizes_ref not in self.consts or kernel_ref not in self.consts:
+            raise LeamError(f"Conv2DBackpropInput at {name!r} needs constant input_sizes and filter")
+        if attr(node, "data_format", "NHWC") != "NHWC":
+            raise LeamError(f"Conv2DBackpropInput at {name!r}: only NHWC graphs are supported")
+        if (attr(node, "dilations", [1, 1, 1, 1]) or [1, 1, 1, 1]) != [1, 1, 1, 1]:
+            raise LeamError(f"Conv2DBackpropInput at {name!r}: dilations are not supported")
+        height, width = (int(v) for v in np.asarray(self.consts[sizes_ref]).reshape(-1)[1:3])
+        kernel = self.consts[kernel_ref].astype(np.float32)
+        kh, kw = kernel.shape[:2]
+        strides = attr(node, "strides", [1, 1, 1, 1])
+        padding = attr(node, "padding", "VALID")
+        if padding == "SAME":  # the padding of the forward convolution (height, width) -> its output
+            top = g.same_padding(height, kh, strides[1])[0]
+            left = g.same_padding(width, kw, strides[2])[0]
+        elif padding == "VALID":
+            top = left = 0
+        else:
+            raise LeamError(f"Conv2DBackpropInput at {name!r}: padding {padding!r} is not supported")
+        weight = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))  # (kH, kW, C_out, C_in) -> (C_in, C_out, kH, kW)
+        self.emit(g.ConvTranspose(weight, strides[1:3], (height, width), (top, left)), [source], name, 4)
+
     def _matmul(self, node: dict, refs: list[str]) -> None:
         name, op = node["name"], node["op"]
         if refs[1] not in self.consts:
@@ -227,12 +289,14 @@ class _Builder:
 
 
 def tfjs_module(model: dict, weights: dict[str, np.ndarray], output: str, taps: dict[str, str] | None = None,
-                input_name_: str | None = None, input_scale: float = 1.0, description: str = "") -> g.GraphModule:
+                input_name_: str | None = None, input_scale: float = 1.0, description: str = "",
+                extra_outputs: tuple[str, ...] = ()) -> g.GraphModule:
     """A :class:`GraphModule` computing ``output`` of a parsed TF.js graph (:func:`load_graph_json`).
 
     ``forward(x)`` takes the graph input in torch layout (N, C, H, W), multiplied by ``input_scale`` first
     (e.g. 1/255 for a graph that expects 0..1); ``taps={"block3": "<node name>"}`` names the values LEAM
-    hooks (an ``nn.Identity`` submodule ``block3``).
+    hooks (an ``nn.Identity`` submodule ``block3``). ``extra_outputs``: more node names to build, read with
+    ``run(x, names)`` (a graph with several heads, e.g. face mesh points and face confidence).
     """
     nodes = {node["name"]: node for node in model["modelTopology"]["node"]}
     output = input_name(output) or output
@@ -251,7 +315,11 @@ def tfjs_module(model: dict, weights: dict[str, np.ndarray], output: str, taps: 
     consts: dict[str, np.ndarray] = {}
     ranks: dict[str, int] = {}
     builder = _Builder(consts, ranks)
-    for name in _topological_order(nodes, [output, *taps.values()]):
+    extra = [input_name(name) or name for name in extra_outputs]
+    for name in extra:
+        if name not in nodes:
+            raise LeamError(f"output node {name!r} not in the graph")
+    for name in _topological_order(nodes, [output, *taps.values(), *extra]):
         node = nodes[name]
         if node["op"] == "Const":
             value = weights.get(name)
@@ -269,7 +337,8 @@ def tfjs_module(model: dict, weights: dict[str, np.ndarray], output: str, taps: 
 
 
 def load_tfjs(json_path: str | Path, output: str, taps: dict[str, str] | None = None, input_scale: float = 1.0,
-              description: str = "") -> g.GraphModule:
+              description: str = "", extra_outputs: tuple[str, ...] = ()) -> g.GraphModule:
     """:func:`tfjs_module` of a ``model.json`` path (weight shards beside it)."""
     model, weights = load_graph_json(json_path)
-    return tfjs_module(model, weights, output, taps, input_scale=input_scale, description=description)
+    return tfjs_module(model, weights, output, taps, input_scale=input_scale, description=description,
+                       extra_outputs=extra_outputs)

@@ -5,7 +5,8 @@
 // usage: node run_graph.js --model path/model.json --input x.f32 --shape N,H,W,C \
 //                          --outputs node1,node2 --out result.json [--backend wasm|cpu]
 // result.json: {"tfjs": "<version>", "backend": "wasm", "outputs": {"node1": {"shape": [...], "data": [...]}}}
-// 4-D outputs are NHWC (TF layout). The model is read from the files (no network).
+// 4-D outputs are NHWC (TF layout). The model is read from the files (no network). A graph whose input has a
+// fixed batch of 1 runs the N images one at a time (outputs concatenated along the batch).
 'use strict';
 
 const fs = require('fs');
@@ -65,8 +66,15 @@ async function main() {
   if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new Error(`input has ${data.length} values, shape ${shape}`);
   const input = tf.tensor(data, shape, 'float32');
   const names = args.outputs.split(',');
-  let results = model.execute(input, names);
-  if (!Array.isArray(results)) results = [results];
+  const run = (x) => { const r = model.execute(x, names); return Array.isArray(r) ? r : [r]; };
+  let results;
+  const batch = model.inputs[0].shape ? model.inputs[0].shape[0] : -1;
+  if (batch === 1 && shape[0] > 1) { // a graph exported with a fixed batch of 1 (selfie): one image at a time
+    const parts = tf.split(input, shape[0], 0).map(run);
+    results = names.map((_, i) => tf.concat(parts.map((p) => p[i]), 0));
+  } else {
+    results = run(input);
+  }
   const outputs = {};
   for (let i = 0; i < names.length; i++) {
     outputs[names[i]] = { shape: results[i].shape, data: Array.from(await results[i].data()) };
