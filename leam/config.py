@@ -398,6 +398,39 @@ class Config(_Group):
     """The whole ``params.yaml``: cross-cutting keys first, then one group per stage."""
 
     threshold: Fraction = Field(0.01, description="fraction of most relevant pixels used by the headline figures "
+class ProtectParams(_Group):
+    sources: Annotated[Names, Field(min_length=1)] = Field(
+        ["dlib_resnet", "mobileface"], description="networks PGD optimises against (an ensemble; each needs its "
+                                                   "leam@<model> maps, so each must be in models)")
+    held_out: Names = Field([], description="networks the protection is judged on but the optimiser never calls "
+                                            "(each in models, none a source); [] = every model that is not a source")
+    maps: Annotated[Names, Field(min_length=1)] = Field(
+        ["overall", "stem"], description="LEAM maps that place a protection (mean over the sources that have the "
+                                         "map); maps[0] is the photo's own map of the what/person/sweep questions")
+    budget: Fraction = Field(0.05, description="headline pixel budget, fraction of the face region (top-level "
+                                               "face_region) a protection may change")
+    budgets: Fractions = Field([0.01, 0.1], description="budget sweep (the headline budget is added)")
+    epsilon: float = Field(16.0, gt=0, le=255, description="headline L-infinity bound of the optimised and noise "
+                                                           "perturbations, pixel units 0..255")
+    epsilons: Annotated[list[Annotated[float, Field(gt=0, le=255)]], _UNIQUE] = Field(
+        [8.0, 32.0], description="epsilon sweep (the headline epsilon is added)")
+    steps: int = Field(10, ge=1, description="PGD steps (step = 2.5 epsilon / steps)")
+    fills: Annotated[list[Literal["black", "noise", "blur"]], _UNIQUE] = Field(
+        ["black", "noise", "blur"], description="what else goes into the region, against the optimised perturbation")
+    random: Annotated[list[Literal["face", "blob"]], _UNIQUE] = Field(
+        ["face", "blob"], description="random locations of the same budget: scattered face pixels, a disc in the face")
+    sparse: bool = Field(True, description="also the location-free baseline: the top-k clean-gradient pixels anywhere")
+    person: bool = Field(True, description="also the person-level map (mean of the person's other photos' maps)")
+    far: float = Field(0.001, gt=0, lt=1, description="false-accept rate of each network's verification threshold "
+                                                      "(from the sample's different-identity pairs)")
+    max_identities: int = Field(12, ge=0, description="seeded persons protected; 0 = all (GPU runs)")
+    max_images_per_identity: int = Field(1, ge=0, description="photos protected per person; 0 = all")
+    examples: int = Field(4, ge=0, description="before/after strips in data/protect/examples")
+    batch_size: int = Field(32, ge=1, description="(condition, photo) jobs per PGD batch and frames per forward")
+    bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device (auto = cuda when available)")
+
+
                                                   "(0.01 = top 1%)")
     seed: int = Field(0, ge=0, description="every random choice (sampling, pairs, random occlusion) derives from it")
     face_region: Literal[FACE_REGIONS] = Field(
@@ -452,6 +485,7 @@ class Config(_Group):
                              f"the key")
         store, frame = self.leam.store_size, self.align.frame_size
         if store > frame or frame % store:
+    protect: ProtectParams = Field(default_factory=ProtectParams, description="stage protect")
             raise ParamError("leam.store_size", store, f"it must divide align.frame_size={frame} (parser labels are "
                                                        f"reduced to the map grid by whole blocks); choose one of: "
                                                        f"{', '.join(map(str, _divisors(frame)))}")
@@ -496,6 +530,11 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        protect = self.protect
+        both = [name for name in protect.held_out if name in protect.sources]
+        if both:
+            raise ParamError("protect.held_out", both[0], f"{both[0]!r} is also in protect.sources: a held-out "
+                                                          f"network must never be seen by the optimiser")
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
