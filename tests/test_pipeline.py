@@ -35,6 +35,10 @@ SMALL_PARAMS = {
     # the explain stage end to end on a small scope (its methods and curves have their own tests)
     "explain": {"max_identities": 2, "methods": ["leam", "leam_opposes", "saliency", "random_face"],
                 "maps": ["overall"], "fractions": [0.05, 0.5], "targets": [], "bootstrap": 100},
+    # the protect stage end to end on a tiny scope (12 photos give 54 different-identity pairs: FAR 5%)
+    "protect": {"sources": ["dlib_resnet"], "held_out": ["mobileface"], "maps": ["overall"], "budgets": [],
+                "epsilons": [], "fills": ["black"], "random": ["face"], "sparse": False, "max_identities": 2,
+                "steps": 2, "far": 0.05, "examples": 1, "bootstrap": 100},
 }
 
 
@@ -76,7 +80,7 @@ def test_repro_runs_every_stage_on_real_faces(scratch_repo):
     assert data["images"] == 12 and data["kept"] + data["discarded"] == 12
     models = json.loads((root / "metrics/models.json").read_text())
     assert set(SMALL_PARAMS["models"]) <= set(json.dumps(models).replace('"', " ").split())
-    for name in ("correlation", "similarity", "variability", "occlusion"):
+    for name in ("correlation", "similarity", "variability", "occlusion", "protect"):
         assert (root / f"metrics/{name}.json").is_file(), name
     for model in SMALL_PARAMS["models"]:
         layers = json.loads((root / f"data/leam/{model}/layers.json").read_text())
