@@ -257,9 +257,10 @@ class LeamParams(_Group):
 
 
 class ParsingParams(_Group):
-    backend: Literal["landmarks", "farl"] = Field(
-        "landmarks", description="face parser: polygons from dlib's 68 landmarks (offline), or facer's FaRL "
-                                 "(optional extra: pip install -r requirements-farl.txt)")
+    backend: Literal["landmarks", "mesh", "farl"] = Field(
+        "landmarks", description="face parser: polygons from dlib's 68 landmarks (offline), MediaPipe's 468-point "
+                                 "face mesh + selfie person segmentation (human-models npm package), or facer's "
+                                 "FaRL (optional extra: pip install -r requirements-farl.txt)")
     forehead_fraction: ShapeFraction = Field(0.35, description="forehead above the brows, fraction of chin-to-brow "
                                                                "height")
     neck_fraction: ShapeFraction = Field(0.3, description="neck band below the jaw, fraction of face height "
@@ -267,7 +268,11 @@ class ParsingParams(_Group):
     brow_thickness: ShapeFraction = Field(0.18, description="fraction of the eye distance")
     nose_width: ShapeFraction = Field(0.28, description="nose bridge width, fraction of the eye distance")
     examples: int = Field(6, ge=0, description="label-overlay PNGs in data/parsing/examples")
-    batch_size: int = Field(8, ge=1, description="farl: images per forward pass")
+    mesh_min_presence: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="mesh: faces whose face-presence score is below this are discarded (MediaPipe's default)")
+    person_threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.5, description="mesh: person probability at which a pixel outside the face mesh is person, not background")
+    batch_size: int = Field(8, ge=1, description="farl, mesh: images per forward pass")
     device: Name = Field("cpu", description="farl: torch device")
     farl_model_path: str = Field("", description="farl: local TorchScript file of facer's farl/celebm/448")
     farl_url: str = Field("", description="farl: or its URL ...")

@@ -13,25 +13,26 @@ or writes files: :func:`leam.io.write_leam_outputs` stores the result.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from leam import core
 from leam.embedding import embed_frames, reference_embeddings
+from leam.engine import map_batches
 from leam.errors import LeamError
-from leam.placement import cell_table
+from leam.placement import CellGeometry, cell_table
 
 if TYPE_CHECKING:  # annotations only
-    from leam.config import LeamParams
+    from leam.config import LeamParams, RayParams
     from leam.models.spec import ModelSpec
 
-__all__ = ["DatasetMaps", "dataset_maps", "probe_photos"]
+__all__ = ["DatasetMaps", "StoredMapsWorker", "dataset_maps", "probe_photos"]
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,37 @@ def probe_photos(index: pd.DataFrame, frames: np.ndarray, landmarks: np.ndarray,
     return frames[first], landmarks[first]
 
 
+class StoredMapsWorker:
+    """The stored maps of one batch of photos: the unit of work of either engine (:mod:`leam.engine`).
+
+    Built once per engine (with ``ray``: once per actor, which then holds the network): model, spec,
+    layers, geometries (:func:`leam.core.frame_geometries`, measured once by the caller), cfg (the ``leam``
+    group: sign, negative_activations, store_size, overall) and padding (``align.padding``). device: the
+    engine's; the maps are computed on the CPU (where :func:`leam.core.frame_leam_maps` runs).
+    A batch: ``start`` (its first plan row), ``frames`` (B, S, S, 3) uint8, ``landmarks`` (B, 68, 2),
+    ``references`` (B, D) float32; out: ``start``, ``maps`` float32 (B, L + 1, G, G), ``cosine`` (B,).
+    """
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, layers: tuple[str, ...],
+                 geometries: Mapping[str, CellGeometry] | None, cfg: LeamParams, padding: float,
+                 device: torch.device | None = None):
+        self.model, self.spec, self.layers, self.geometries = model, spec, layers, geometries
+        self.cfg, self.padding = cfg, padding
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        result = core.frame_leam_maps(self.model, self.spec, batch["frames"], batch["landmarks"],
+                                      torch.as_tensor(np.array(batch["references"], dtype=np.float32)), self.layers,
+                                      self.padding, cfg.sign, cfg.negative_activations, self.geometries)
+        stored = core.area_downsample(result.maps, cfg.store_size)
+        stored = torch.cat([stored, core.overall_map(stored, cfg.overall)[:, None]], dim=1)
+        return {"start": batch["start"], "maps": stored.numpy(), "cosine": result.cosine.numpy()}
+
+
 def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index: pd.DataFrame,
                  frames: np.ndarray, landmarks: np.ndarray, cfg: LeamParams, padding: float,
-                 pairs: pd.DataFrame | None = None, embeddings: np.ndarray | torch.Tensor | None = None
-                 ) -> DatasetMaps:
+                 pairs: pd.DataFrame | None = None, embeddings: np.ndarray | torch.Tensor | None = None,
+                 engine: str = "local", ray: RayParams | None = None) -> DatasetMaps:
     """LEAM maps of every aligned photo that has a reference, against that reference (module docstring).
 
     index: the aligned index (``row`` = array row, ``image_id``, ``identity``, ``gender``); frames
@@ -72,7 +100,9 @@ def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index
     ``align.padding`` (the frame's dlib chip padding, for the model's input warp); pairs: the
     ``leam.reference=pairs`` table (image_id, reference_image_id), else None; embeddings: (N, D) raw
     embeddings of the frames (row i = frame i, :func:`leam.embedding.embed_frames`; the ``models`` stage's
-    ``data/embeddings/<model>.npy``), computed here (``leam.batch_size`` per pass) when None.
+    ``data/embeddings/<model>.npy``), computed here (``leam.batch_size`` per pass) when None; engine, ray:
+    where the batches run (:func:`leam.engine.map_batches`: ``local`` here, ``ray`` on Ray actors that each
+    hold the network; the same maps bit for bit).
     """
     grid, batch_size = cfg.store_size, cfg.batch_size
     if grid > frames.shape[1]:
@@ -95,14 +125,15 @@ def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index
                                        *probe_photos(index, frames, landmarks, cfg.probe_images), padding)
     maps = np.zeros((len(plan), len(layers) + 1, grid, grid), dtype=np.float32)
     cosines = np.zeros(len(plan), dtype=np.float64)
-    for start in tqdm(range(0, len(plan), batch_size), desc=f"leam {spec.name}", unit="batch"):
-        rows = image_rows[start:start + batch_size]
-        result = core.frame_leam_maps(model, spec, frames[rows], landmarks[rows], references[start:start + batch_size],
-                                      layers, padding, cfg.sign, cfg.negative_activations, geometries)
-        stored = core.area_downsample(result.maps, grid)
-        stored = torch.cat([stored, core.overall_map(stored, cfg.overall)[:, None]], dim=1)
-        maps[start:start + len(rows)] = stored.numpy()
-        cosines[start:start + len(rows)] = result.cosine.numpy()
+    starts = range(0, len(plan), batch_size)
+    batches = ({"start": start, "frames": frames[image_rows[start:start + batch_size]],
+                "landmarks": landmarks[image_rows[start:start + batch_size]],
+                "references": references[start:start + batch_size].numpy()} for start in starts)
+    worker = partial(StoredMapsWorker, model, spec, tuple(layers), geometries, cfg, padding)
+    for out in map_batches(worker, batches, len(starts), engine, ray, desc=f"leam {spec.name}"):
+        start = int(out["start"])
+        maps[start:start + len(out["maps"])] = out["maps"]
+        cosines[start:start + len(out["maps"])] = out["cosine"]
 
     kept = index.iloc[plan.row.to_numpy()].reset_index(drop=True)
     meta = pd.DataFrame({"row": np.arange(len(plan)), "image_id": kept.image_id, "identity": kept.identity,

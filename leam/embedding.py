@@ -14,20 +14,23 @@ gradients: these are the clean embeddings and references, not the objective LEAM
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
+from leam.engine import map_batches
 from leam.errors import LeamError
 from leam.frame import frame_to_input
 
 if TYPE_CHECKING:  # annotations only
+    from leam.config import RayParams
     from leam.models.spec import ModelSpec
 
-__all__ = ["embed_frame_tensors", "embed_frames", "frames_to_tensor", "reference_embeddings", "to_model_input"]
+__all__ = ["EmbeddingWorker", "embed_frame_tensors", "embed_frames", "frames_to_tensor", "reference_embeddings",
+           "to_model_input"]
 
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -67,26 +70,45 @@ def embed_frame_tensors(module: nn.Module, frames: torch.Tensor, frame_to_input_
     return module(frame_to_input(frames, frame_to_input_matrices, input_size))
 
 
-@torch.no_grad()
+class EmbeddingWorker:
+    """Embeddings of one batch of frames: the unit of work of either engine (:mod:`leam.engine`).
+
+    Built once per engine (with ``ray``: once per actor, which then holds the network) with the model, its
+    spec, the frames' ``align.padding`` and the device it runs on (the model is moved there). A batch:
+    ``start``, ``frames`` (B, S, S, 3) uint8, ``landmarks`` (B, 68, 2); out: ``start``, ``embeddings``
+    float32 (B, D) on the CPU.
+    """
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, frame_padding: float, device: torch.device):
+        self.model, self.spec, self.frame_padding, self.device = model.to(device), spec, frame_padding, device
+
+    @torch.no_grad()
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        inputs, _ = to_model_input(self.spec, batch["frames"], batch["landmarks"], self.frame_padding, self.device)
+        return {"start": batch["start"], "embeddings": self.model(inputs).float().cpu().numpy()}
+
+
 def embed_frames(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
                  frame_padding: float, batch_size: int = 32, device: str | torch.device = "cpu",
-                 progress: bool = False) -> torch.Tensor:
+                 progress: bool = False, engine: str = "local", ray: RayParams | None = None) -> torch.Tensor:
     """Embeddings (N, D) float32 on the CPU of analysis frames (N, S, S, 3) uint8 with landmarks (N, 68, 2).
 
     ``batch_size`` frames per forward pass on ``device`` (where ``model`` must already be); each through
     :func:`to_model_input`, the warp LEAM uses. ``progress`` shows a bar per batch. Row i is frame i; the
-    ``models`` stage stores these rows as ``data/embeddings/<model>.npy``.
+    ``models`` stage stores these rows as ``data/embeddings/<model>.npy``. engine, ray: where the batches
+    run (:func:`leam.engine.map_batches`; ``ray`` actors each hold the network and run on a GPU when the
+    cluster has one; on the same device the same embeddings bit for bit).
     """
     if len(frames) == 0:
         raise LeamError("no images to embed")
     if len(landmarks) != len(frames):
         raise LeamError(f"{len(frames)} frames but {len(landmarks)} landmark sets")
-    outputs = []
-    for start in tqdm(range(0, len(frames), batch_size), desc=f"embed {spec.name}", disable=not progress, unit="batch"):
-        inputs, _ = to_model_input(spec, frames[start:start + batch_size], landmarks[start:start + batch_size],
-                                   frame_padding, device)
-        outputs.append(model(inputs).float().cpu())
-    return torch.cat(outputs)
+    starts = range(0, len(frames), batch_size)
+    batches = ({"start": start, "frames": frames[start:start + batch_size],
+                "landmarks": landmarks[start:start + batch_size]} for start in starts)
+    outputs = map_batches(partial(EmbeddingWorker, model, spec, frame_padding), batches, len(starts), engine, ray,
+                          device, gpu_capable=True, desc=f"embed {spec.name}", progress=progress)
+    return torch.from_numpy(np.concatenate([output["embeddings"] for output in outputs]))
 
 
 def reference_embeddings(unit_embeddings: torch.Tensor, reference_rows: Sequence[int | Sequence[int]]) -> torch.Tensor:

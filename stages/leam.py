@@ -16,7 +16,9 @@ Writes data/leam/<model>/maps.npy     float16 (N, L+1, G, G) raw maps in the ana
        data/leam/<model>/discards.csv image_id, identity, reason: aligned images without a reference
 
 Params: leam.* (reference, baseline_index, pairs_file, sign, negative_activations, layers.<model>, overall,
-store_size, batch_size), align.padding, model_zoo (user IResNet checkpoints).
+store_size, batch_size), align.padding, model_zoo (user IResNet checkpoints), engine and ray.* (where the
+batches run: here or on Ray actors, leam.engine; the same maps bit for bit, so switching reruns this stage
+and leaves what follows up to date).
 
 Examples:
   python -m stages.leam --model dlib_resnet
@@ -68,7 +70,7 @@ def main(args: argparse.Namespace) -> None:
     layers = resolve_layers(spec, model, cfg.layers.get(args.model))
     torch.manual_seed(config.seed)
     result = dataset_maps(model, spec, layers, index, frames, landmarks, cfg, config.align.padding, pairs,
-                          embeddings)
+                          embeddings, config.engine, config.ray)
 
     out = Path(args.out) / args.model
     faint = write_leam_outputs(out, result.maps, result.record, result.meta, result.discards)

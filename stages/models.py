@@ -11,6 +11,9 @@ writes, for every model in the top-level `models` list:
 Pairs: every same-identity pair and all different-identity pairs, or a seeded sample of
 `verification.max_different_pairs` of them (0 = all).
 
+`engine: ray` embeds on Ray actors that each hold one network (leam.engine, `ray.*`); on the same device the
+embeddings are the local engine's bit for bit, so switching reruns this stage and leaves what follows up to date.
+
 Examples:
   python -m stages.models            # run the stage
   python -m stages.models --list     # registered models, input/embedding sizes and default LEAM layer shapes
@@ -60,7 +63,8 @@ def main(args: argparse.Namespace) -> None:
     for name in names:
         spec = get_spec(name)
         model = spec.load(weights_dir).to(device)
-        embeddings = embed_frames(model, spec, frames, landmarks, padding, batch_size, device, progress=True).numpy()
+        embeddings = embed_frames(model, spec, frames, landmarks, padding, batch_size, device, progress=True,
+                                  engine=config.engine, ray=config.ray).numpy()
         save_npy_atomic(Path(args.embeddings) / f"{name}.npy", embeddings)
         metrics[name] = {"images": len(index), **evaluate(embeddings, pairs, index.gender.to_numpy(),
                                                             spec.verification_threshold)}
