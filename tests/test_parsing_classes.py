@@ -14,6 +14,7 @@ from leam.parsing.classes import (
     NOT_LABELLED,
     REGION_OF_CLASS,
     REGIONS,
+    UNIONS,
     canonical_to_parser,
     check_canonical,
     class_table,
@@ -36,7 +37,8 @@ def test_mapping_round_trips(parser):
 def test_orders_differ_where_they_should():
     farl, bise = parser_to_canonical("farl_celebm"), parser_to_canonical("bisenet")
     assert farl[:19].tolist() == list(range(19))                  # canonical order is facer's order
-    assert len(CLASSES) == len(FARL_CELEBM_NAMES) == len(BISENET_NAMES) == 19
+    assert len(FARL_CELEBM_NAMES) == len(BISENET_NAMES) == 19 and len(CLASSES) == 20  # + the union person_other
+    assert CLASSES[19] == "person_other" and set(UNIONS["person_other"]) <= set(CLASSES[:19])
     # lips are swapped at 12/13 between the two projects
     assert farl[12] == CLASS_ID["lower_lip"] and farl[13] == CLASS_ID["upper_lip"]
     assert bise[12] == CLASS_ID["upper_lip"] and bise[13] == CLASS_ID["lower_lip"]
@@ -52,7 +54,7 @@ def test_unknown_ids_are_errors():
         map_to_canonical(np.array([[0, 19], [30, 2]]), "bisenet")
     with pytest.raises(LeamError, match="choose one of"):
         parser_to_canonical("lapa")
-    assert check_canonical(np.array([0, 18, 255, 19, 200])).tolist() == [19, 200]
+    assert check_canonical(np.array([0, 18, 255, 19, 20, 200])).tolist() == [20, 200]
 
 
 def test_regions_partition_the_classes_and_table():
@@ -61,6 +63,7 @@ def test_regions_partition_the_classes_and_table():
     assert REGION_OF_CLASS["upper_lip"] == "mouth" and REGION_OF_CLASS["left_eye"] == "eyes"
     table = class_table(["skin", "nose"], "landmarks")
     assert table["available"] == ["skin", "nose"] and "hair" in table["not_available"]
-    assert [row["id"] for row in table["classes"]] == list(range(19))
+    assert [row["id"] for row in table["classes"]] == list(range(20))
+    assert table["unions"]["person_other"] == list(UNIONS["person_other"]) and "person_other" in table["not_available"]
     with pytest.raises(LeamError, match="unknown class name"):
         class_table(["beard"], "landmarks")

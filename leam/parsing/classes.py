@@ -1,7 +1,9 @@
 """The one canonical face-parsing class table, each parser's index mapping, and region groups.
 
 Canonical classes are the 19 CelebAMask-HQ classes in the order facer's FaRL ``farl/celebm/448`` model
-emits them, so FaRL output needs no reordering. Every left/right name is the SUBJECT's side: in a frontal
+emits them, so FaRL output needs no reordering, plus one documented union (id 19, :data:`UNIONS`):
+``person_other``, the person pixels a face mesh + person segmentation (the ``mesh`` parser) can tell from
+the background but not from each other: hair, ears, hat, neck, cloth and jewellery outside the face mesh. Every left/right name is the SUBJECT's side: in a frontal
 photo the subject's right eye is on the image's left (dlib landmarks 36-41).
 
 Value :data:`NOT_LABELLED` (255) marks pixels a parser cannot tell (e.g. hair for the landmark parser);
@@ -54,7 +56,12 @@ CLASSES: tuple[str, ...] = (
     "hat",          # 16
     "earring",      # 17
     "necklace",     # 18
+    "person_other", # 19 union: person pixels outside the face mesh (see UNIONS)
 )
+UNIONS: dict[str, tuple[str, ...]] = {
+    "person_other": ("hair", "right_ear", "left_ear", "hat", "neck", "cloth", "earring", "necklace", "eyeglasses"),
+}
+"""Union classes -> the CelebAMask-HQ classes they merge (a parser that labels a union cannot tell its members)."""
 CLASS_ID: dict[str, int] = {name: index for index, name in enumerate(CLASSES)}
 NUM_CLASSES = len(CLASSES)
 
@@ -94,7 +101,7 @@ REGIONS: dict[str, tuple[str, ...]] = {
     "hair": ("hair",),
     "ears": ("right_ear", "left_ear"),
     "background": ("background",),
-    "other": ("neck", "cloth", "eyeglasses", "hat", "earring", "necklace"),
+    "other": ("neck", "cloth", "eyeglasses", "hat", "earring", "necklace", "person_other"),
 }
 REGION_OF_CLASS: dict[str, str] = {cls: region for region, members in REGIONS.items() for cls in members}
 
@@ -103,7 +110,7 @@ PALETTE = np.array([
     [0, 0, 0], [255, 153, 51], [204, 0, 0], [0, 153, 153], [102, 51, 0], [153, 102, 51],
     [255, 204, 0], [204, 204, 0], [51, 51, 255], [0, 153, 255], [76, 153, 0], [255, 0, 255],
     [153, 0, 76], [255, 102, 178], [102, 51, 153], [204, 204, 204], [0, 102, 0], [255, 255, 153],
-    [0, 255, 204]], dtype=np.uint8)
+    [0, 255, 204], [120, 90, 160]], dtype=np.uint8)
 
 
 def parser_to_canonical(parser: str) -> np.ndarray:
@@ -161,5 +168,6 @@ def class_table(available: list[str] | tuple[str, ...], backend: str) -> dict:
         "available": [name for name in CLASSES if name in available],
         "not_available": [name for name in CLASSES if name not in available],
         "regions": {region: list(members) for region, members in REGIONS.items()},
+        "unions": {union: list(members) for union, members in UNIONS.items()},
         "side_convention": "subject (right_eye = subject's right eye = image left in a frontal photo)",
     }

@@ -92,7 +92,7 @@ class MeshNetworks:
         person = np.zeros((count, size, size), np.float32)
         for start in range(0, count, self.batch_size):
             stop = min(start + self.batch_size, count)
-            batch = torch.from_numpy(np.ascontiguousarray(frames[start:stop])).permute(0, 3, 1, 2).float()
+            batch = torch.from_numpy(np.array(frames[start:stop])).permute(0, 3, 1, 2).float()  # a writable copy
             n = stop - start
             crops = warp(batch, np.repeat(to_mesh[None], n, 0), MESH_INPUT)
             values = self.mesh.run(crops, [MESH_GRAPH["points"], MESH_GRAPH["presence"]])

@@ -87,6 +87,7 @@ class ParseResult:
     kept: np.ndarray            # (N,) bool
     reasons: list[str]          # (N,) "" for kept rows, else the discard reason
     available: list[str]        # canonical classes the backend can produce
+    points: np.ndarray | None = None  # the backend's own points (mesh: (N, 468, 2) frame pixels), else None
 
 
 def landmark_failures(landmarks: np.ndarray, frame_size: int, outside_margin: float = 0.05) -> list[str]:

@@ -1,4 +1,4 @@
-"""The parse stage's tables: per-image region areas, discards and the ``classes.json`` document.
+"""The parse stage's tables: per-image region areas, discards, the ``classes.json`` document and the metrics.
 
 Areas are fractions of the whole analysis frame (S * S pixels), per region of
 ``leam.parsing.classes.REGIONS`` (the sum of its classes); ``labelled_fraction`` is the share of pixels
@@ -12,11 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from leam.parsing.agreement import class_iou, landmark_agreement
 from leam.parsing.classes import CLASS_ID, NOT_LABELLED, REGIONS, class_table
 from leam.parsing.landmarks import SETTINGS as LANDMARK_SETTINGS
 from leam.parsing.landmarks import ParseResult
+from leam.parsing.mesh import MESH_SETTINGS, mesh_topology
 
-__all__ = ["ParseTables", "parse_tables", "region_areas"]
+__all__ = ["ParseTables", "parse_metrics", "parse_tables", "region_areas"]
 
 
 @dataclass
@@ -49,4 +51,30 @@ def parse_tables(aligned: pd.DataFrame, result: ParseResult, backend: str, setti
     document["discards"] = {str(k): int(v) for k, v in discards.reason.value_counts().items()}
     if backend == "landmarks":
         document["landmark_parser"] = {key: settings[key] for key in LANDMARK_SETTINGS}
+    if backend == "mesh":
+        from leam.parsing.face_mesh import MESH_CROP_PADDING, MESH_INPUT, SELFIE_INPUT
+
+        document["mesh_parser"] = {**{key: settings[key] for key in MESH_SETTINGS},
+                                   "mesh_crop": {"size": MESH_INPUT, "dlib_chip_padding": MESH_CROP_PADDING},
+                                   "segmentation_input": SELFIE_INPUT, "topology": mesh_topology().source}
     return ParseTables(table, discards, document)
+
+
+def parse_metrics(result: ParseResult, backend: str, landmarks: np.ndarray,
+                  reference: ParseResult | None = None) -> dict:
+    """``metrics/parsing.json``: faces parsed and discarded, classes produced; for the mesh backend also its
+    agreement with dlib's landmarks (pixels, ``leam.parsing.agreement``) and the per-class IoU against the
+    landmark parser's ``reference`` labels, over the faces both kept."""
+    reasons = pd.Series([r for r in result.reasons if r], dtype=str)
+    metrics = {"backend": backend, "faces": int(len(result.kept)), "parsed": int(result.kept.sum()),
+               "discarded": int((~result.kept).sum()),
+               "discarded_by_reason": {str(k): int(v) for k, v in reasons.value_counts().items()},
+               "classes_available": len(result.available), "available": list(result.available)}
+    if backend == "mesh" and result.points is not None:
+        both = result.kept & (reference.kept if reference is not None else True)
+        metrics["mesh_vs_dlib_px"] = landmark_agreement(result.points[both], landmarks[both], mesh_topology())
+        metrics["mesh_vs_dlib_px"]["faces"] = int(both.sum())
+        if reference is not None:
+            shared = [name for name in result.available if name in reference.available and name != "background"]
+            metrics["iou_vs_landmarks"] = class_iou(result.labels[both], reference.labels[both], shared)
+    return metrics
