@@ -4,6 +4,7 @@ Reads   data/aligned/{frames.npy, landmarks.npy, index.csv}, data/leam/<source>/
         data/embeddings/<model>.npy and data/models_eval/pairs.csv (each network's clean gallery and its
         threshold at protect.far), the weights in data/models/; with face_region=parsing data/parsing/labels.npy.
 Writes  data/protect/images/<condition>/<image>.png  every protected photo, lossless 8-bit (re-embed them anywhere)
+        data/protect/photos.csv         the protected photos: image_id, identity, gender, reference_image_ids (';'-joined)
         data/protect/conditions.csv     one row per condition: fill, location, budget, epsilon, questions
         data/protect/results.csv        one row per (condition, photo, network): cosines, verified, identified
         data/protect/visibility.csv     PSNR, SSIM, changed pixels, L-infinity per (condition, photo)
@@ -97,6 +98,9 @@ def main(args: argparse.Namespace) -> None:
     for c, condition in enumerate(protected.conditions):
         for image_id, frame in zip(plan.photos.image_id, protected.frames[c]):
             write_png_atomic(OUT / "images" / condition.name / example_name(image_id), frame)
+    ids = index.image_id.to_numpy()
+    write_csv_atomic(OUT / "photos.csv", plan.photos[["image_id", "identity", "gender"]].assign(
+        reference_image_ids=[";".join(ids[r] for r in rows) for rows in plan.photos.reference_rows]))
     write_csv_atomic(OUT / "conditions.csv", pd.DataFrame(
         [{"condition": c.name, "fill": c.fill, "location": c.location, "budget": c.budget, "epsilon": c.epsilon,
           "questions": " ".join(q)} for c, q in conditions.items()]))
