@@ -137,3 +137,12 @@ def test_rendered_report_shows_the_pipeline_metrics_in_chromium(scratch_repo, tm
     for page in ("index", "occlusion"):
         check = check_page(root / f"reports/_site/{page}.html", tmp_path / f"{page}.png")
         assert check.tables > 0 and not check.broken_images and not check.console_errors, (page, check)
+
+
+def test_protected_pngs_reembed_to_the_reported_cosines(scratch_repo):
+    from tools.check_protect import largest_differences
+
+    root, _ = scratch_repo
+    differences = largest_differences(root)  # every saved PNG of every condition, read back from disk
+    assert set(differences) == {"dlib_resnet", "mobileface"}, differences
+    assert max(differences.values()) < 1e-4, differences
