@@ -195,3 +195,50 @@ def test_all_answers_without_metrics_is_empty_and_every_key_is_known():
     for answer in answers:
         assert answer.claim.page in ("occlusion", "variability", "gender")
         assert re.fullmatch(r"[^\n]+", answer.figures_text())
+
+
+def protect_doc() -> dict:
+    """metrics/protect.json's shape: per question, per condition its fill, location and pooled success."""
+    def entry(fill, location, held_out, sources):
+        def success(mean, low, high):
+            return {"verification_success": {"mean": mean, "ci": [low, high]}}
+        return {"fill": fill, "location": location, "held_out": success(*held_out), "sources": success(*sources)}
+    own = entry("optimised", "leam:overall", (0.6, 0.5, 0.7), (0.9, 0.85, 0.95))
+    return {"n_photos": 12, "sources": ["a", "b"], "held_out": ["c"], "far": 0.001,
+            "clean": {"held_out": {"verification_success": 0.1}, "sources": {"verification_success": 0.05}},
+            "where": {"optimised-leam_overall": own,
+                      "optimised-random_face": entry("optimised", "random_face", (0.2, 0.1, 0.3), (0.5, 0.4, 0.6)),
+                      "optimised-sparse": entry("optimised", "sparse", (0.3, 0.2, 0.4), (0.95, 0.9, 0.99))},
+            "what": {"optimised-leam_overall": own,
+                     "black-leam_overall": entry("black", "leam:overall", (0.65, 0.55, 0.75), (0.3, 0.2, 0.4))},
+            "person": {"optimised-leam_overall": own,
+                       "optimised-person_overall": entry("optimised", "person:overall", (0.6, 0.5, 0.7),
+                                                         (0.9, 0.85, 0.95))}}
+
+
+def test_protect_answers_say_which_condition_won_and_whether_the_cis_overlap():
+    answers = {(a.key, a.extra["role"]): a for a in claims.protect_answers(protect_doc())}
+    assert list(answers) == [(f"protect.{q}", r) for q in ("where", "what", "person") for r in ("held_out", "sources")]
+    where = answers[("protect.where", "held_out")]  # the own map's CI lies above both others
+    assert where.verdict == NO_VERDICT and where.model == "held-out networks (c)" and where.claim.page == "protect"
+    assert [e.quantity for e in where.estimates] == ["own LEAM map (overall)", "random face pixels",
+                                                     "sparse top-gradient pixels"]
+    assert where.reason == "own LEAM map (overall) wins: its CI lies above every other's"
+    assert where.extra["sentence"].startswith(
+        "On the held-out networks (c), verification success at FAR 0.001 over 12 photos: own LEAM map (overall) "
+        "0.600 [0.500, 0.700]; random face pixels 0.200 [0.100, 0.300]; sparse top-gradient pixels 0.300 "
+        "[0.200, 0.400] (clean photos 0.100). Own LEAM map (overall) wins")
+    sources = answers[("protect.where", "sources")]  # sparse has the higher mean, CIs overlap
+    assert sources.reason == ("no clear winner: the highest mean is sparse top-gradient pixels (0.950), whose CI "
+                              "overlaps those of own LEAM map (overall); own LEAM map (overall) beats random face "
+                              "pixels with CIs apart; the CI of own LEAM map (overall) overlaps those of sparse "
+                              "top-gradient pixels")
+    what = answers[("protect.what", "sources")]  # named by fill; the optimised one wins
+    assert [e.quantity for e in what.estimates] == ["the optimised perturbation", "black pixels"]
+    assert what.extra["beats"] == ["black pixels"] and what.reason.endswith("wins: its CI lies above every other's")
+    assert answers[("protect.what", "held_out")].extra["best"] == ["black pixels"]
+    person = answers[("protect.person", "held_out")]  # the person-level map is the subject; a tie is no winner
+    assert person.estimates[0].quantity == "person-level map (overall)"
+    assert person.reason.startswith("no clear winner: the highest mean (0.600) is shared by person-level map "
+                                    "(overall), own LEAM map (overall)")
+    assert claims.protect_answers(None) == [] and claims.protect_answers({"where": {}}) == []

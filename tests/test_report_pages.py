@@ -23,6 +23,7 @@ import yaml
 from leam.report.render import render_site
 from tests.browser import check_page, chromium_paths
 from tests.explain_outputs import write_explain_outputs
+from tests.protect_outputs import write_protect_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["alpha", "beta"]
@@ -284,6 +285,7 @@ def make_repo(root: Path, photos: list[Path], threshold: float = 0.01, pages: li
     (reports / "_quarto.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     write_outputs(root, photos, metrics_threshold)
     write_explain_outputs(root)
+    write_protect_outputs(root, photos)
     return reports
 
 
@@ -293,7 +295,7 @@ def site(tmp_path_factory, small_slice) -> Path:
     photos = [Path(p) for p in small_slice.abspath[:4]]
     reports = make_repo(tmp_path_factory.mktemp("repo"), photos)
     renderer, files = render_site(reports, renderer="fallback")
-    assert renderer == "fallback" and len(files) == 10
+    assert renderer == "fallback" and len(files) == 11
     return reports / "_site"
 
 
@@ -382,8 +384,8 @@ def test_missing_outputs_show_a_note_instead_of_failing(tmp_path, small_slice):
 
 
 # ---------------------------------------------------------------------------------------- answer blocks
-PAGES = ["index", "gallery", "regions", "patterns", "variability", "gender", "occlusion", "explain", "person",
-         "methods"]
+PAGES = ["index", "gallery", "regions", "patterns", "variability", "gender", "occlusion", "explain", "protect",
+         "person", "methods"]
 
 
 def _answer_rows(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -80,7 +80,8 @@ def _entry(summary: pd.DataFrame, condition: str) -> dict:
 def metrics_document(summary: pd.DataFrame, visibility: pd.DataFrame, conditions: Mapping[Condition, tuple[str, ...]],
                      scope: dict) -> dict:
     """``metrics/protect.json``: the scope, the clean baseline, and per question each condition's pooled
-    success (sources / held-out networks) with CIs and its visibility."""
+    success (sources / held-out networks) with CIs, its ``fill`` and ``location`` (what the report names it by)
+    and its visibility."""
     document: dict = {**scope}
     first = next(iter(conditions)).name
     clean = summary[(summary.condition == first) & summary.network.isin(["sources", "held_out"])]
@@ -91,7 +92,7 @@ def metrics_document(summary: pd.DataFrame, visibility: pd.DataFrame, conditions
         document[question] = {}
         for condition, questions in conditions.items():
             if question in questions:
-                entry = _entry(summary, condition.name)
+                entry = {"fill": condition.fill, "location": condition.location, **_entry(summary, condition.name)}
                 entry["visibility"] = {k: float(v) for k, v in seen.loc[condition.name].items()}
                 document[question][condition.name] = entry
     return document

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 
 __all__ = ["AGREE", "Answer", "DISAGREE", "Estimate", "MAGNITUDE_FACTOR", "NO_VERDICT", "PAPER", "PARTLY",
            "PaperClaim", "RANDOM_KINDS", "VERDICT_RULE", "all_answers", "decide", "direction", "emd_answers",
-           "explain_answers", "gender_answers", "gender_split_answers", "magnitude", "person_answers", "occlusion_answers", "region_answers", "region_cis",
+           "explain_answers", "gender_answers", "gender_split_answers", "magnitude", "person_answers", "occlusion_answers", "protect_answers", "protect_label", "region_answers", "region_cis",
            "similarity_answers", "transfer_answers", "variability_answers"]
 
 AGREE, PARTLY, DISAGREE, NO_VERDICT = "agree", "partly", "disagree", "no paper figure"
@@ -101,6 +101,17 @@ OUR_CHECKS: dict[str, PaperClaim] = {claim.key: claim for claim in (
                  f"Our check (beyond the paper): which attribution method's ranking of the face pixels gives the "
                  f"best {curve} curve ({'lowest' if curve == 'deletion' else 'highest'} area), and where "
                  f"`leam:overall` ranks.", "no figure") for curve in ("deletion", "insertion")),
+    PaperClaim("protect.where", "protect", "Where to protect",
+               "Beyond the paper (its question 1): does a perturbation in the photo's own LEAM map stop "
+               "verification more often than the same optimisation in random face pixels, a random disc or the "
+               "sparse top-gradient pixels, at the same pixel budget?", "no figure"),
+    PaperClaim("protect.what", "protect", "What to put there",
+               "Beyond the paper (its question 2): in the same LEAM mask, does an optimised perturbation stop "
+               "verification more often than black pixels (the paper's occlusion), noise or a blur?", "no figure"),
+    PaperClaim("protect.person", "protect", "One map per person",
+               "Beyond the paper (its question 3): does a person-level map (the mean of the person's other "
+               "photos' maps) protect a photo it was not computed on as well as the photo's own map, and better "
+               "than random face pixels?", "no figure"),
     PaperClaim("explain.signs", "explain", "Supporting vs opposing map",
                "Our check (beyond the paper): does the curve tell LEAM's map of what supports the match "
                "(`leam:overall`) from its map of what opposes it (`leam_opposes:overall`)?", "no figure"),
@@ -621,6 +632,110 @@ def explain_answers(explain: Mapping | None, method: str = "leam:overall") -> li
         answers.append(Answer("explain.signs", model, estimates, NO_VERDICT, reason,
                               extra={curve: bool(s["separates"]) for curve, s in signs.items()}))
     return answers
+
+
+PROTECT_ROLES = {"held_out": "held-out networks", "sources": "source networks"}
+"""The pooled roles of ``metrics/protect.json``, held-out first: the networks the optimiser never saw."""
+
+_PROTECT_PLACES = {"random_face": "random face pixels", "random_blob": "a random disc",
+                   "sparse": "sparse top-gradient pixels"}
+_PROTECT_FILLS = {"optimised": "the optimised perturbation", "black": "black pixels", "noise": "random noise",
+                  "blur": "a blur"}
+
+
+def protect_label(fill: str, location: str, question: str) -> str:
+    """How the report names a protect condition: by its fill for ``what``, else by its location
+    ('own LEAM map (overall)', 'person-level map (overall)', 'random face pixels', ...)."""
+    if question == "what":
+        return _PROTECT_FILLS.get(fill, fill)
+    kind, _, layer = location.partition(":")
+    if kind == "leam":
+        return f"own LEAM map ({layer})"
+    if kind == "person":
+        return f"person-level map ({layer})"
+    return _PROTECT_PLACES.get(location, location)
+
+
+def _protect_subject(document: Mapping, question: str) -> str | None:
+    """The condition a question is about: the photo's own LEAM map, optimised (the ``what`` question's optimised
+    entry), or for ``person`` the person-level map."""
+    if question == "person":
+        return next((n for n, e in (document.get("person") or {}).items()
+                     if str(e.get("location", "")).startswith("person:")), None)
+    own = next((n for n, e in (document.get("what") or {}).items() if e.get("fill") == "optimised"), None)
+    return own if own is not None else next(iter(document.get(question) or {}), None)
+
+
+def protect_answers(protect: Mapping | None, measure: str = "verification_success") -> list[Answer]:
+    """The paper's three open questions from ``metrics/protect.json``, per question (``where``, ``what``,
+    ``person``) and pooled role (held-out networks, then sources): the subject condition (the photo's own LEAM
+    map, optimised; for ``person`` the person-level map) against every other condition of the question, on
+    ``measure`` (default: the share of the person's other photos no longer verified at FAR ``far``).
+
+    Each answer's ``extra["sentence"]`` says in words which condition has the highest mean, which the subject
+    beats or loses to with 95% CIs apart and where the CIs overlap, beside the clean photos' rate; no paper
+    figure (the paper asks these questions and answers none).
+    """
+    if not protect:
+        return []
+    answers = []
+    for question in ("where", "what", "person"):
+        entries = protect.get(question) or {}
+        subject = _protect_subject(protect, question)
+        if subject not in entries:
+            continue
+        order = [subject, *(name for name in entries if name != subject)]
+        for role, role_text in PROTECT_ROLES.items():
+            estimates = []
+            for name in order:
+                value = (entries[name].get(role) or {}).get(measure) or {}
+                if _number(value.get("mean")) is None:
+                    if name == subject:
+                        break
+                    continue
+                label = protect_label(str(entries[name].get("fill", "")), str(entries[name].get("location", name)),
+                                      question)
+                estimates.append(Estimate(label, float(value["mean"]), *_ci(value.get("ci")),
+                                          source=f"metrics/protect.json {question}.{name}.{role}.{measure}"))
+            if len(estimates) >= 2:
+                answers.append(_protect_answer(question, role, role_text, estimates, protect, measure))
+    return answers
+
+
+def _protect_answer(question: str, role: str, role_text: str, estimates: list[Estimate], protect: Mapping,
+                    measure: str) -> Answer:
+    """One question on one pooled role: the subject (``estimates[0]``) against the others, in words."""
+    first, others = estimates[0], estimates[1:]
+    outcomes = {e.quantity: direction(first, e) for e in others}
+    above, below, overlap = ([q for q, o in outcomes.items() if o == outcome] for outcome in (HOLDS, REVERSED, UNCLEAR))
+    top = max(e.mean for e in estimates)
+    best = [e for e in estimates if math.isclose(e.mean, top, rel_tol=1e-9, abs_tol=1e-12)]
+    rivals = [e.quantity for e in estimates if e is not best[0] and direction(best[0], e) != HOLDS]
+    if len(best) == 1 and not rivals:
+        parts = [f"{best[0].quantity} wins: its CI lies above every other's"]
+    else:
+        highest = (f"the highest mean is {best[0].quantity} ({top:.3f})" if len(best) == 1 else
+                   f"the highest mean ({top:.3f}) is shared by {', '.join(e.quantity for e in best)}")
+        parts = [f"no clear winner: {highest}"
+                 + (f", whose CI overlaps those of {', '.join(rivals)}" if len(best) == 1 else "")]
+    if len(best) == 1 and best[0] is first:
+        parts += [f"it beats {', '.join(above)} with CIs apart"] if above and rivals else []
+    else:
+        parts += [f"{first.quantity} beats {', '.join(above)} with CIs apart"] if above else []
+        parts += [f"{first.quantity} loses to {', '.join(below)} with CIs apart"] if below else []
+        parts += [f"the CI of {first.quantity} overlaps those of {', '.join(overlap)}"] if overlap else []
+    reason = "; ".join(parts)
+    networks = ", ".join(protect.get(role) or [])
+    clean = _number(((protect.get("clean") or {}).get(role) or {}).get(measure))
+    far = _number(protect.get("far"))
+    what = measure.replace("_", " ") + (f" at FAR {far:g}" if far is not None and measure.startswith("verif") else "")
+    sentence = (f"On the {role_text} ({networks}), {what} over {protect.get('n_photos', '?')} photos: "
+                + "; ".join(f"{e.quantity} {e.text(3)}" for e in estimates)
+                + (f" (clean photos {clean:.3f})" if clean is not None else "") + f". {reason[0].upper()}{reason[1:]}.")
+    return Answer(f"protect.{question}", f"{role_text} ({networks})" if networks else role_text, tuple(estimates),
+                  NO_VERDICT, reason, extra={"question": question, "role": role, "sentence": sentence,
+                                             "best": [e.quantity for e in best], "beats": above, "loses_to": below,
+                                             "overlaps": overlap, "clean": clean})
 
 
 def all_answers(correlation: Mapping | None = None, similarity: Mapping | None = None,

@@ -297,6 +297,21 @@ def answer_block(items: list, question: str, stage: str, digits: int = 3, note: 
         f"<tbody>{''.join(rows)}</tbody></table><p class=\"answer-rule\">{footer}</p></div>")
 
 
+def answer_sentences(items: list, question: str, stage: str, note: str | None = None) -> HTML:
+    """An answer block in words: the question, then one sentence per answer (``extra["sentence"]``, with its
+    numbers and CIs), for checks the paper gives no figure for (:func:`leam.report.claims.protect_answers`)."""
+    if not items:
+        return answer_block([], question, stage)
+    keys = " ".join(dict.fromkeys(item.key for item in items))
+    sources = sorted({e.source.split(" ")[0] for item in items for e in item.estimates if e.source})
+    lines = "".join(f"<li>{_markdown_inline(item.extra['sentence'])}</li>" for item in items)
+    footer = ("Means with 95 % bootstrap CIs; <em>CIs apart</em> = the two intervals do not overlap. Numbers from "
+              + ", ".join(f"<code>{html.escape(s)}</code>" for s in sources) + "."
+              + (f" {html.escape(note)}" if note else ""))
+    return HTML(f'<div class="answer-block" data-claims="{html.escape(keys)}"><p><strong>Question.</strong> '
+                f"{html.escape(question)}</p><ul>{lines}</ul><p class=\"answer-rule\">{footer}</p></div>")
+
+
 def _markdown_inline(text: str) -> str:
     """Escape ``text`` and turn `code` spans into <code> (claim statements use backticks for names)."""
     parts = html.escape(text).split("`")
