@@ -376,8 +376,8 @@ class RayParams(_Group):
     cpus_per_actor: int = Field(0, ge=0, description="CPUs (torch threads) each actor reserves; 0 = this process's "
                                                      "torch threads, which keeps outputs bit-identical to "
                                                      "engine=local")
-    gpus_per_actor: float = Field(1.0, ge=0, description="GPUs each embedding actor reserves when the cluster has "
-                                                         "any, then runs on (0 = CPU actors)")
+    gpus_per_actor: float = Field(1.0, ge=0, description="GPUs each actor reserves when the cluster has any; the "
+                                                         "actor then runs on its GPU (0 = CPU actors)")
 
 
 class ReportParams(_Group):
