@@ -1,8 +1,9 @@
 """leam.engine: the local loop, the one-line error without Ray, and `engine: ray` on a local 2-CPU Ray instance.
 
-The Ray tests run the `models` and `leam@mobileface` stages on 8 real aligned faces (3 photo batches, the
-last one short) with engine=local and engine=ray and require byte-identical outputs: embeddings,
-`metrics/models.json`, the pairs table and every file of `data/leam/mobileface/`. They skip, saying so, where
+The Ray test runs the `models` and `leam@mobileface` stages on 8 real aligned faces (3 photo batches, the
+last one short, on 2 actors: order kept; no GPU in the cluster: CPU workers for the GPU-capable models stage)
+with engine=local and engine=ray and requires byte-identical outputs: embeddings, `metrics/models.json`, the
+pairs table and every file of `data/leam/mobileface/`. It skips, saying so, where
 Ray is not installed (`pip install -r requirements-ray.txt`; `.ci/run` installs it).
 """
 
@@ -20,7 +21,6 @@ import torch
 import yaml
 
 from leam import engine
-from leam.config import RayParams
 from leam.errors import LeamError
 from stages import leam as leam_stage
 from stages import models as models_stage
@@ -82,23 +82,20 @@ def test_actor_rows_round_trip_ragged_batches():
 # ----------------------------------------------------------------------------------- on a local Ray instance
 @pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray instance with 2 CPUs for this module (the engine uses a Ray already initialised)."""
+    """A local Ray instance with 2 CPUs for this module (the engine uses a Ray already initialised).
+
+    It listens on the loopback address only: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 when imported
+    (a single-node instance, as Ray starts on macOS), else it binds the machine's network address.
+    """
     if not HAS_RAY:
         pytest.skip("ray is not installed (pip install -r requirements-ray.txt)")
-    import ray
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
-
-
-@needs_ray
-def test_ray_engine_maps_in_order_with_one_worker_per_actor(local_ray):
-    batches = [{"start": i, "x": np.arange(i + 1, dtype=np.float64)} for i in range(5)]
-    out = list(engine.map_batches(partial(Scaler, 2.0), batches, 5, "ray", RayParams(actors=2, cpus_per_actor=1),
-                                  progress=False))
-    assert [o["start"] for o in out] == list(range(5))
-    assert all(np.array_equal(o["y"], 2 * np.arange(i + 1)) for i, o in enumerate(out))
-    assert {o["device"] for o in out} == {"cpu"}  # no GPU in the cluster: CPU actors
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        import ray
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+        yield ray
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +155,4 @@ def test_ray_engine_outputs_equal_the_local_engine_byte_for_byte(local_ray, work
     different = [p.as_posix() for p in files if (local / p).read_bytes() != (on_ray / p).read_bytes()]
     assert not different, f"engine=ray changed {different}"
     assert np.load(local / "leam" / "mobileface" / "maps.npy").shape[0] == 8
+
