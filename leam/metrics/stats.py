@@ -90,13 +90,17 @@ def compare_groups(first, second) -> dict[str, float]:
             "rank_biserial": float(2.0 * result.statistic / (first.size * second.size) - 1.0), "cohens_d": cohens_d}
 
 
-def paired_test(first, second) -> dict[str, float]:
-    """Wilcoxon signed-rank test of paired samples (e.g. LEAM-guided vs random drops of the same images)."""
+def paired_test(first, second, method: str = "auto") -> dict[str, float]:
+    """Wilcoxon signed-rank test of paired samples (e.g. LEAM-guided vs random drops of the same images).
+
+    ``method`` goes to :func:`scipy.stats.wilcoxon`; ``asymptotic`` (normal approximation with tie
+    correction) avoids scipy's permutation path for small samples with ties, seconds per test.
+    """
     first = np.asarray(first, dtype=np.float64)
     second = np.asarray(second, dtype=np.float64)
     keep = np.isfinite(first) & np.isfinite(second)
     diff = first[keep] - second[keep]
     if diff.size < 2 or np.allclose(diff, 0):
         return {"wilcoxon_w": float("nan"), "p_value": float("nan"), "n": int(diff.size)}
-    result = sps.wilcoxon(first[keep], second[keep])
+    result = sps.wilcoxon(first[keep], second[keep], method=method)
     return {"wilcoxon_w": float(result.statistic), "p_value": float(result.pvalue), "n": int(diff.size)}
