@@ -17,14 +17,15 @@ Rows come back in order (Ray Data's ``preserve_order``).
 Ray is imported only inside :func:`map_batches` with ``engine="ray"``; without it that is one
 :class:`~leam.errors.LeamError` naming the extra to install. ``ray.address`` (or ``RAY_ADDRESS``) connects to
 an existing cluster and ships this checkout's ``leam`` package to it (``runtime_env.py_modules``); otherwise
-a Ray instance starts on this machine with ``ray.num_cpus`` CPUs and stops after the stage. A Ray already
-initialised in this process (``ray.init`` by a caller) is used as it is.
+a Ray instance starts on this machine with ``ray.num_cpus`` CPUs, listening on 127.0.0.1 only, and stops
+after the stage. A Ray already initialised in this process (``ray.init`` by a caller) is used as it is.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
@@ -107,7 +108,15 @@ def _column(values: list) -> np.ndarray:
     return column
 
 
-def _import_ray():
+def _import_ray(address: str):
+    """Ray and Ray Data; a Ray instance this process will start (no ``address``) listens on loopback only.
+
+    Ray picks its node address when first imported: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` makes it take
+    127.0.0.1 (single-node, as on macOS) instead of this machine's network address, which no other node of
+    a driver-started instance needs. Set only when Ray is not imported yet and the variable is unset.
+    """
+    if not address and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
         import ray.data  # Ray Data (ray[data]: pyarrow) is the part used here
@@ -116,11 +125,16 @@ def _import_ray():
     return ray
 
 
+def _address(params: RayParams) -> str:
+    """The cluster to connect to: ``ray.address``, else ``RAY_ADDRESS``; "" = start one on this machine."""
+    return params.address or os.environ.get("RAY_ADDRESS", "")
+
+
 def _connect(ray_module, params: RayParams) -> bool:
     """Initialise Ray unless a caller did; True when this call started it (then the caller shuts it down)."""
     if ray_module.is_initialized():
         return False
-    address = params.address or os.environ.get("RAY_ADDRESS", "")
+    address = _address(params)
     if address:  # an existing cluster: run this checkout's leam there, not whatever its nodes have installed
         log.info("engine=ray: connecting to %s", address)
         ray_module.init(address=address, logging_level=logging.WARNING,
@@ -133,7 +147,7 @@ def _connect(ray_module, params: RayParams) -> bool:
 
 def _ray_map_batches(make_worker: WorkerFactory, batches: list[Batch], params: RayParams, gpu_capable: bool,
                      desc: str, progress: bool) -> Iterator[dict[str, Any]]:
-    ray = _import_ray()
+    ray = _import_ray(_address(params))
     started = _connect(ray, params)
     try:
         resources = ray.cluster_resources()

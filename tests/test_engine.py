@@ -64,6 +64,7 @@ def test_unknown_engine_and_missing_ray_are_one_line(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
+    monkeypatch.delenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", raising=False)  # the engine may set it: undone after
     with pytest.raises(LeamError) as error:
         list(engine.map_batches(partial(Scaler, 1.0), [{"start": 0, "x": np.zeros(1)}], 1, "ray"))
     assert str(error.value) == engine.RAY_MISSING and "\n" not in str(error.value)
