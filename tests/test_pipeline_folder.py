@@ -33,6 +33,7 @@ IDENTITIES = ("andrew_lincoln", "ben_affleck", "elton_john", "jennifer_aniston")
 SMALL_PARAMS = {
     "models": ["dlib_resnet"],
     "weights": {"human_models": {"enabled": False}},
+    "parsing": {"backend": "landmarks"},  # no npm package in this scope: the parser that needs none
     "align": {"workers": 1},
     "occlusion": {"max_images_per_identity": 1, "thresholds": [0.05], "transfer": False},
     "similarity": {"bootstrap": 100, "workers": 1},

@@ -1,7 +1,7 @@
 """Face parsing in the analysis frame: one canonical class table, three backends.
 
-* ``landmarks`` (default, offline): polygons from dlib's 68 landmarks (``leam.parsing.landmarks``).
-* ``mesh`` (offline, npm package): MediaPipe's 468-point face mesh + selfie person segmentation
+* ``landmarks`` (offline, no npm): polygons from dlib's 68 landmarks (``leam.parsing.landmarks``).
+* ``mesh`` (default; offline once the npm package is cached): MediaPipe's 468-point face mesh + selfie person segmentation
   (``leam.parsing.mesh``, networks in ``leam.parsing.face_mesh``).
 * ``farl`` (optional extra): facer's FaRL ``farl/celebm/448`` network (``leam.parsing.farl``).
 
