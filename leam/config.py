@@ -258,7 +258,7 @@ class LeamParams(_Group):
 
 class ParsingParams(_Group):
     backend: Literal["landmarks", "mesh", "farl"] = Field(
-        "landmarks", description="face parser: polygons from dlib's 68 landmarks (offline), MediaPipe's 468-point "
+        "mesh", description="face parser: polygons from dlib's 68 landmarks (offline), MediaPipe's 468-point "
                                  "face mesh + selfie person segmentation (human-models npm package), or facer's "
                                  "FaRL (optional extra: pip install -r requirements-farl.txt)")
     forehead_fraction: ShapeFraction = Field(0.35, description="forehead above the brows, fraction of chin-to-brow "
