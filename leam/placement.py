@@ -41,7 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from leam.errors import LeamError, check_choice
 
-__all__ = ["PLACEMENTS", "AxisGeometry", "CellGeometry", "centred_geometry", "trace_cell_geometry",
+__all__ = ["PLACEMENTS", "RECEPTIVE_WINDOW", "AxisGeometry", "CellGeometry", "centred_geometry", "trace_cell_geometry",
            "effective_geometry", "central_cells", "cached_geometries", "cell_table", "geometries_from_cells", "place_on_input", "gradient_support", "gradient_centroid"]
 
 PLACEMENTS = ("effective_field", "receptive_field", "centred")
@@ -203,6 +203,9 @@ def effective_geometry(model: nn.Module, layers: Sequence[str], input_size: int,
 
 # ------------------------------------------------------------------------------------------------
 # analytic tracing
+
+RECEPTIVE_WINDOW = "receptive_window"
+"""Module attribute that overrides the traced window of the module's output (see :func:`trace_cell_geometry`)."""
 
 _UNKNOWN = "unknown"
 """Axis entry for an axis whose cells mix input positions in a way the tracer cannot follow."""
@@ -419,7 +422,10 @@ def trace_cell_geometry(model: nn.Module, layers: Sequence[str], input_size: int
     """Exact cell geometry of each layer's output, from one forward pass on a grey input.
 
     model: takes (1, 3, input_size, input_size) float RGB 0..255 (the registry contract); layers: module
-    paths whose outputs are (N, C, h, w). Raises LeamError for a layer whose geometry cannot be followed
+    paths whose outputs are (N, C, h, w). A module with a ``receptive_window`` attribute (``RECEPTIVE_WINDOW``:
+    per spatial axis (kernel, stride, leading padding, dilation), e.g.
+    :class:`leam.models.compile.LopsidedConv2d`, whose kernel carries zero taps) gives its (N, C, h, w)
+    output the geometry of that window instead of the one its aten ops imply. Raises LeamError for a layer whose geometry cannot be followed
     (e.g. a transposed convolution or a spatial reshape) instead of guessing.
     """
     modules = dict(model.named_modules())
@@ -435,7 +441,16 @@ def trace_cell_geometry(model: nn.Module, layers: Sequence[str], input_size: int
                 captured[name] = (tuple(output.shape), tracer.geometry(output))
         return hook
 
-    handles = [modules[name].register_forward_hook(hook_for(name)) for name in layers]
+    def windowed(module: nn.Module, inputs, output) -> None:
+        geometry = tracer.geometry(inputs[0]) if inputs else None
+        if geometry is not None and isinstance(output, torch.Tensor):
+            spatial = [_windowed(entry, *window) for entry, window in zip(geometry[2:], module.receptive_window)]
+            tracer.mark(output, (geometry[0], None, *spatial))
+
+    # modules that declare their nominal window first, so a layer hook on the same module sees its geometry
+    handles = [module.register_forward_hook(windowed) for module in modules.values()
+               if getattr(module, RECEPTIVE_WINDOW, None) is not None]
+    handles += [modules[name].register_forward_hook(hook_for(name)) for name in layers]
     parameter = next(iter(model.parameters()), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     image = torch.full((1, 3, input_size, input_size), 127.5, device=device)
@@ -485,7 +500,7 @@ def _cell_input_gradients(model: nn.Module, layer: str, cells: Sequence[tuple[in
             (grad,) = torch.autograd.grad(picked.abs().sum(), x)
     finally:
         handle.remove()
-    return grad.abs().sum(dim=1).reshape(len(cells), n, *grad.shape[-2:]).sum(dim=1)
+    return grad.abs().sum(dim=1).reshape(len(cells), n, *grad.shape[-2:]).sum(dim=1).cpu()  # small: (cells, s, s)
 
 
 def gradient_support(model: nn.Module, layer: str, cells: Sequence[tuple[int, int]], input_size: int,

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from leam.embedding import frames_to_tensor
 from leam.frame import frame_to_input
 from leam.models import graph as g
 from leam.models import human_models, npm_models
-from leam.models.compile import compile_graph
+from leam.models.compile import LopsidedConv2d, compile_graph
 
 FRAME_SIZE, FRAME_PADDING = 224, 0.5
 OUTPUT_TOLERANCE = 1e-5
@@ -137,8 +138,8 @@ def test_both_prelu_spellings_become_native_prelu_and_match():
 
 
 def test_taps_lopsided_pads_and_disjoint_clamps_are_kept_exact():
-    """A tapped value is never fused away; stride-2 SAME pads (0, 1) become ZeroPad2d; an explicit zero Pad
-    folds into the next conv; clamps whose ranges do not overlap stay two ops."""
+    """A tapped value is never fused away; stride-2 SAME pads (0, 1) become a LopsidedConv2d (no pad copy); an
+    explicit zero Pad folds into the next conv; clamps whose ranges do not overlap stay two ops."""
     rng = np.random.default_rng(1)
     ops = {"c1": _conv(3, 4, 3, stride=2), "bias": g.Binary("add", rng.normal(size=(1, 4, 1, 1)).astype(np.float32)),
            "relu": g.Unary("relu"), "pad": g.Pad((1, 1, 1, 1)), "c2": _conv(4, 2, 4, pads=(0, 0, 0, 0)),
@@ -148,7 +149,8 @@ def test_taps_lopsided_pads_and_disjoint_clamps_are_kept_exact():
     graph = _tiny_graph(ops, nodes, "y", taps={"block": "ab"})
     compiled = compile_graph(graph, 8)
     assert "ab" in [n.output for n in compiled.nodes] and "tapped" in [n.output for n in compiled.nodes]
-    assert any(isinstance(m, nn.ZeroPad2d) for m in compiled.modules())
+    assert any(isinstance(m, LopsidedConv2d) for m in compiled.modules())
+    assert not any(isinstance(m, nn.ZeroPad2d) for m in compiled.modules())
     assert not any(isinstance(m, g.Pad) for m in compiled.modules())
     assert "h" in [n.output for n in compiled.nodes]  # max(min(x, -5), 3) is the constant 3, not one clamp
     x = torch.from_numpy(rng.uniform(0, 255, size=(2, 3, 8, 8)).astype(np.float32))
@@ -156,3 +158,28 @@ def test_taps_lopsided_pads_and_disjoint_clamps_are_kept_exact():
     want, got = graph.run(x, names), compiled.run(x, names)
     for name in names:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("pads, dilation, groups", [((0, 1, 0, 1), 1, 1), ((0, 1, 0, 1), 1, 3), ((1, 0, 0, 1), 1, 1),
+                                                    ((2, 2, 0, 2), 2, 3), ((0, 2, 0, 0), 1, 1)])
+def test_lopsided_pads_equal_pad_then_conv_forward_and_backward(pads, dilation, groups):
+    """Pads that differ by one tap (dilation) per axis compile to a LopsidedConv2d, other lopsided pads to a
+    ZeroPad2d in front; both equal F.pad + conv in float64, values and input gradients, dense and depthwise."""
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=(6, 3 // groups, 3, 3)).astype(np.float32)  # groups 3: depthwise, multiplier 2
+    conv = g.Conv(weight, rng.normal(size=6).astype(np.float32), (2, 2), (dilation, dilation),
+                  groups, pads)
+    graph = _tiny_graph({"c": conv}, [("c", ("x",), "y")], "y")
+    compiled = compile_graph(graph, 10).double()
+    lopsided = [m for m in compiled.modules() if isinstance(m, LopsidedConv2d)]
+    assert len(lopsided) == (pads != (0, 2, 0, 0))
+    assert any(isinstance(m, nn.ZeroPad2d) for m in compiled.modules()) == (not lopsided)
+    x = torch.from_numpy(rng.uniform(-1, 1, size=(2, 3, 10, 10))).requires_grad_(True)
+    top, bottom, left, right = pads
+    want = F.conv2d(F.pad(x, (left, right, top, bottom)), torch.from_numpy(weight).double(), conv.bias.double(), 2, 0,
+                    dilation, groups)
+    got = compiled.ops["y"](x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    upstream = torch.from_numpy(rng.normal(size=tuple(want.shape)))
+    (want_grad,), (got_grad,) = (torch.autograd.grad(y, x, upstream) for y in (want, got))
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-12, atol=1e-12)

@@ -3,6 +3,7 @@ gradients) and placing coarse maps at their cells' centres."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -10,6 +11,8 @@ import torch.nn.functional as F
 
 from leam import core, embedding
 from leam.errors import LeamError
+from leam.models import graph as g
+from leam.models.compile import LopsidedConv2d, compile_graph
 from leam.models.registry import available_models
 from leam.placement import (
     AxisGeometry,
@@ -148,6 +151,37 @@ def test_untraceable_layers_are_one_line_errors():
     with pytest.raises(LeamError, match="leam.placement"):
         cached_geometries(model, ["up"], 8, "middle")
     assert cached_geometries(model, ["up"], 8, "centred") is None
+
+
+def test_lopsided_conv_keeps_the_geometry_of_its_original_kernel():
+    """TF SAME stride-2 convs (pads (0, 1)) compile to :class:`LopsidedConv2d` (a 4x4 kernel with a zero first row
+    and column, padding 1): the traced geometry of every layer is the interpreter's (3x3 kernel, pad 0 before),
+    the traced extents end where the cells' input gradients end, and without its ``receptive_window`` the
+    grown kernel would reach one input step further up and left per conv."""
+    rng = np.random.default_rng(0)
+
+    def conv(cin: int, cout: int, groups: int = 1) -> g.Conv:
+        weight = rng.normal(size=(cout, cin // groups, 3, 3)).astype(np.float32)
+        return g.Conv(weight, rng.normal(size=cout).astype(np.float32), (2, 2), (1, 1), groups, "same")
+
+    ops = {"c1": conv(3, 4), "dw": conv(4, 4, groups=4), "c3": conv(4, 4)}
+    nodes = [g.Node("c1", ("x",), "a"), g.Node("dw", ("a",), "b"), g.Node("c3", ("b",), "c")]
+    graph = g.GraphModule(ops, nodes, "x", "c", g.PixelNormalisation(), {"first": "a", "depthwise": "b", "last": "c"})
+    size, layers = 32, ["first", "depthwise", "last"]
+    compiled = compile_graph(graph, size, channels_last=True)
+    assert sum(isinstance(m, LopsidedConv2d) for m in compiled.modules()) == 3
+    assert not any(isinstance(m, nn.ZeroPad2d) for m in compiled.modules())
+    want, got = trace_cell_geometry(graph, layers, size), trace_cell_geometry(compiled, layers, size)
+    assert got == want
+    assert want["first"].y.start == 0.0 and want["first"].y.stop == 2.0 and want["last"].x.jump == 8.0
+    (y0, y1, x0, x1), = gradient_support(compiled, "last", [(1, 1)], size).tolist()
+    assert (y0, y1, x0, x1) == (*want["last"].y.extent(1), *want["last"].x.extent(1))
+    for module in compiled.modules():
+        if isinstance(module, LopsidedConv2d):
+            module.receptive_window = None
+    nominal = trace_cell_geometry(compiled, layers, size)
+    for layer, reach in zip(layers, (1.0, 3.0, 7.0)):  # one zero tap per conv, at its input's pixel step
+        assert nominal[layer].y.stop == want[layer].y.stop and nominal[layer].y.start == want[layer].y.start - reach
 
 
 @pytest.mark.slow

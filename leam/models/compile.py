@@ -12,8 +12,9 @@ What :func:`compile_graph` does, for one input size (``SAME`` padding depends on
 - merges the clamps that follow (relu, relu6, minimum/maximum with a scalar, clip) into one activation;
 - recognises the two PReLU spellings (``max(x, 0) + a * min(x, 0)`` and ``relu(x) + c * (x - |x|)``);
 - sets negligible conv weights (``NEGLIGIBLE_WEIGHT``) to 0, so they cannot make subnormal products;
-- emits ``nn.Conv2d`` (+ ``nn.ZeroPad2d`` for lopsided pads) followed by ``nn.ReLU`` / ``nn.ReLU6`` /
-  ``nn.Hardtanh`` / ``nn.PReLU``, and optionally ``channels_last`` weights and activations.
+- emits ``nn.Conv2d`` (:class:`LopsidedConv2d` for TF's lopsided ``SAME`` pads, ``nn.ZeroPad2d`` in front
+  for other lopsided pads) followed by ``nn.ReLU`` / ``nn.ReLU6`` / ``nn.Hardtanh`` / ``nn.PReLU``, and
+  optionally ``channels_last`` weights and activations.
 
 A value that a tap names (the layers LEAM hooks) or the output is never fused away, so hooks see exactly
 the interpreter's tensors; the result is again a :class:`GraphModule` (same taps, ``run`` for the values
@@ -30,7 +31,7 @@ import torch.nn as nn
 
 from leam.models import graph as g
 
-__all__ = ["compile_graph"]
+__all__ = ["LopsidedConv2d", "compile_graph"]
 
 _INF = math.inf
 NEGLIGIBLE_WEIGHT = 1e-12
@@ -61,21 +62,72 @@ class _ConvPlan:
         return self.clamp is None and self.activation is None
 
     def module(self) -> nn.Module:
-        out_channels, in_per_group, kh, kw = self.weight.shape
+        weight = torch.where(self.weight.abs() < NEGLIGIBLE_WEIGHT, 0.0, self.weight)
         top, bottom, left, right = self.pads
-        symmetric = top == bottom and left == right
-        conv = nn.Conv2d(in_per_group * self.groups, out_channels, (kh, kw), self.stride,
-                         (top, left) if symmetric else 0, self.dilation, self.groups, self.bias is not None)
-        conv.weight.data.copy_(torch.where(self.weight.abs() < NEGLIGIBLE_WEIGHT, 0.0, self.weight))
-        if self.bias is not None:
-            conv.bias.data.copy_(self.bias)
-        layers: list[nn.Module] = [] if symmetric else [nn.ZeroPad2d((left, right, top, bottom))]
+        layers: list[nn.Module] = []
+        if top == bottom and left == right:
+            conv = _conv2d(weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+        elif all(abs(after - before) in (0, step) for (before, after), step
+                 in zip(((top, bottom), (left, right)), self.dilation)):
+            conv = LopsidedConv2d(weight, self.bias, self.stride, self.pads, self.dilation, self.groups)
+        else:
+            layers.append(nn.ZeroPad2d((left, right, top, bottom)))
+            conv = _conv2d(weight, self.bias, self.stride, (0, 0), self.dilation, self.groups)
         layers.append(conv)
         if self.clamp is not None:
             layers.append(_clamp_module(*self.clamp, inplace=True))
         if self.activation is not None:
             layers.append(g.Unary(self.activation))
         return layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+
+
+def _conv2d(weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int], padding: tuple[int, int],
+            dilation: tuple[int, int], groups: int) -> nn.Conv2d:
+    """An ``nn.Conv2d`` holding ``weight`` (O, I/groups, kh, kw) and ``bias`` (O,) or None."""
+    out_channels, in_per_group, kh, kw = weight.shape
+    conv = nn.Conv2d(in_per_group * groups, out_channels, (kh, kw), stride, padding, dilation, groups,
+                     bias is not None)
+    conv.weight.data.copy_(weight)
+    if bias is not None:
+        conv.bias.data.copy_(bias)
+    return conv
+
+
+class LopsidedConv2d(nn.Conv2d):
+    """A convolution with pads (top, bottom, left, right) that differ by one tap per axis, without a pad copy.
+
+    TF's ``SAME`` rule pads (0, 1) for k=3, stride 2 on even sizes. ``nn.Conv2d`` pads only symmetrically, so
+    the kernel grows by one zero tap on the side with less padding and pads ``max(before, after)`` on both:
+    along an axis with pads (a, a + d) (d = dilation), ``out[i] = sum_k w[k] x[s i + d k - a]`` becomes
+    ``sum_k' w'[k'] xpad[s i + d k' - (a + d)]`` with ``w' = (0, w)``, which reads the same pixels with the
+    same weights and the same zeros past the border, and has the same output size. The zero taps cost
+    ``(k + 1)^2 / k^2`` of the multiply-adds but no copy of the input (an ``nn.ZeroPad2d`` in front writes
+    the whole padded tensor, forward and backward); on CPU this is faster for every stride-2 SAME conv of
+    the shipped networks (``benchmarks/compile.py``).
+
+    ``receptive_window``: the original kernel, stride, leading pad and dilation per axis, which
+    :func:`leam.placement.trace_cell_geometry` uses instead of the grown kernel (zero taps see nothing).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
+                 pads: tuple[int, int, int, int], dilation: tuple[int, int], groups: int) -> None:
+        out_channels, in_per_group, kh, kw = weight.shape
+        top, bottom, left, right = pads
+        grown = torch.zeros(out_channels, in_per_group, kh + (top != bottom), kw + (left != right))
+        rows = slice(1, None) if top < bottom else slice(0, kh)
+        cols = slice(1, None) if left < right else slice(0, kw)
+        grown[:, :, rows, cols] = weight
+        super().__init__(in_per_group * groups, out_channels, tuple(grown.shape[-2:]), stride,
+                         (max(top, bottom), max(left, right)), dilation, groups, bias is not None)
+        self.weight.data.copy_(grown)
+        if bias is not None:
+            self.bias.data.copy_(bias)
+        self.pads = tuple(pads)
+        self.receptive_window = ((kh, stride[0], top, dilation[0]), (kw, stride[1], left, dilation[1]))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pads={self.pads} (kernel {self.receptive_window[0][0]}x" \
+               f"{self.receptive_window[1][0]} + zero taps)"
 
 
 @dataclass
