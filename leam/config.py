@@ -6,7 +6,7 @@ value anywhere in the file stops the stage before it does any work, with one lin
 the bad value and what is allowed (a :class:`leam.errors.LeamError`)::
 
     >>> config = load_config("params.yaml")
-    >>> config.similarity.grid, config.leam.layers
+    >>> config.similarity.emd_grid, config.leam.layers
     (14, {})
 
 Rules beyond one key (checked on the whole file, in :meth:`Config._cross_field_rules`):
@@ -14,9 +14,9 @@ Rules beyond one key (checked on the whole file, in :meth:`Config._cross_field_r
 - ``models`` are registered: built-in models (``leam.models.names.BUILTIN_MODELS``) or names in
   ``model_zoo``; ``leam.layers`` only names models of ``models``;
 - maps are pooled by whole blocks of cells (``leam.metrics.distributions.pool_area``), so
-  ``similarity.grid`` and a non-zero ``similarity.bc_grid`` must divide ``leam.store_size``, and parser
-  labels (``align.frame_size`` pixels a side) are reduced to the map grid by whole blocks
-  (``leam.face_region.pool_region``), so ``leam.store_size`` must divide ``align.frame_size``;
+  ``similarity.emd_grid``, ``variability.grid`` and a non-zero ``similarity.bc_grid`` must divide
+  ``leam.store_size``, and parser labels (``align.frame_size`` pixels a side) are reduced to the map grid by
+  whole blocks (``leam.face_region.pool_region``), so ``leam.store_size`` must divide ``align.frame_size``;
 - ``data.source`` needs its input (``imdb_face``: ``data.imdb_csv``; ``folder``: ``data.folder_root``),
   ``leam.reference: pairs`` needs ``leam.pairs_file``, ``parsing.backend: farl`` needs a model file or a URL
   with its sha256.
@@ -286,8 +286,9 @@ class CorrelateParams(_Group):
 
 
 class SimilarityParams(_Group):
-    grid: int = Field(14, ge=1, description="EMD: maps are pooled to grid x grid cells (must divide "
-                                            "leam.store_size; exact EMD at 112 costs ~40 s a pair)")
+    emd_grid: int = Field(14, ge=1, description="EMD of full maps (t = 1): pooled to emd_grid x emd_grid cells "
+                                                "(must divide leam.store_size; exact EMD of full maps at 112 costs "
+                                                "~40 s a pair); top-t maps are solved exactly at the stored grid")
     bc_grid: int = Field(0, ge=0, description="BC: cells a side (0 = the stored map grid, leam.store_size: no "
                                               "pooling; else must divide it)")
     face_mask: bool = Field(False, description="restrict distributions to the face region (top-level face_region)")
@@ -307,6 +308,8 @@ class SimilarityParams(_Group):
 
 
 class VariabilityParams(_Group):
+    grid: int = Field(14, ge=1, description="map CV: maps are pooled to grid x grid cells (must divide "
+                                            "leam.store_size)")
     min_images: int = Field(2, ge=2, description="persons with fewer usable images are skipped")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
 
@@ -494,7 +497,8 @@ class ProtectParams(_Group):
             raise ParamError("leam.store_size", store, f"it must divide align.frame_size={frame} (parser labels are "
                                                        f"reduced to the map grid by whole blocks); choose one of: "
                                                        f"{', '.join(map(str, _divisors(frame)))}")
-        for key, grid in (("similarity.grid", self.similarity.grid), ("similarity.bc_grid", self.similarity.bc_grid)):
+        for key, grid in (("similarity.emd_grid", self.similarity.emd_grid),
+                          ("similarity.bc_grid", self.similarity.bc_grid), ("variability.grid", self.variability.grid)):
             if key.endswith("bc_grid") and grid == 0:
                 continue
             if grid > store or store % grid:

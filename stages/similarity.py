@@ -2,14 +2,16 @@
 
 For every model in ``models``, every LEAM layer (and ``overall``) and every top-t variant
 (``similarity.thresholds`` plus the top-level ``threshold``; 1.0 = full map), each map becomes a
-distribution over grid cells: ``similarity.bc_grid`` cells a side for BC (0 = the stored map grid, no
-pooling) and ``similarity.grid`` for EMD (area pooling after top-t selection at full resolution, ``similarity.negative_policy``, optional ``similarity.face_mask``; see
-``leam.metrics.distributions``). Pairs: every same-identity pair and, per identity, a seeded sample of
+distribution over grid cells (top-t selection at full resolution, ``similarity.negative_policy``, optional
+``similarity.face_mask``; see ``leam.metrics.distributions``): ``similarity.bc_grid`` cells a side for BC (0 =
+the stored map grid, no pooling); for EMD the stored map grid for top-t maps and ``similarity.emd_grid``
+(area pooling) for full maps (t = 1). Pairs: every same-identity pair and, per identity, a seeded sample of
 ``similarity.different_per_same`` different-identity pairs per same pair.
 
 - Bhattacharyya coefficient (BC, 1 = identical, 0 = disjoint) for every layer and variant;
 - exact Earth Mover's Distance (POT network simplex; analysis-frame pixels) for ``similarity.emd_layers``
-  at the top-level threshold plus ``similarity.emd_thresholds`` (EMD costs milliseconds per pair).
+  at the top-level threshold plus ``similarity.emd_thresholds``: top-t maps solved on their support at the
+  stored grid (a few milliseconds per pair), full maps on ``similarity.emd_grid`` cells.
 
 Reads  data/leam/<model>/{maps.npy,layers.json,meta.csv}; with face_mask also the face region
        (top-level ``face_region``: data/aligned/{index.csv,landmarks.npy}, or data/parsing/labels.npy).
@@ -47,10 +49,11 @@ log = logging.getLogger("leam.similarity")
 def main(args: argparse.Namespace) -> None:
     config = load_config(args.params)  # the whole file is validated before any work
     cfg, threshold, seed = config.similarity, config.threshold, config.seed
-    results, frame_size = [], None
+    results, frame_size, store_size = [], None, None
     for model in config.models:
         maps, layers, meta = read_leam_outputs(Path(args.leam_dir), model)
         frame_size = int(layers.get("frame_size", config.align.frame_size))
+        store_size = int(maps.shape[-1])
         face_mask = (read_face_region(config.face_region, meta["image_id"], Path(args.aligned_dir),
                                       Path(args.parsing_dir), frame_size, maps.shape[-1]) if cfg.face_mask else None)
         results.append(model_similarity(model, maps, layers, meta, cfg, threshold, seed, frame_size, face_mask,
@@ -61,7 +64,7 @@ def main(args: argparse.Namespace) -> None:
         write_csv_atomic(out / f"{name}.csv", table)
     tests = tables["tests"]
     write_json_atomic(args.metrics, json_safe(metrics_document(results, tables["summary"], tests, cfg, threshold,
-                                                               frame_size)))
+                                                               frame_size, store_size)))
     top = tests[(tests.gender == "all") & (tests.metric == "bc") & np.isclose(tests.threshold, threshold)]
     log.info("similarity: %d models, %d pairs, %d scores; same > different BC (CIs apart) in %d/%d layers at top %.3g",
              len(config.models), len(tables["pairs"]), len(tables["scores"]), int(top.same_more_similar.sum()),

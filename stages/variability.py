@@ -5,8 +5,8 @@ Two coefficients of variation (CV = std / mean, sample std, across a person's im
 
 - share CV: per face class and region, the CV of its share of the top-``threshold`` relevant pixels,
   from ``data/correlation/shares_per_image.csv``;
-- map CV: per grid cell, the CV of the person's pooled, normalised maps (same recipe as the similarity
-  stage: ``similarity.grid``, ``similarity.negative_policy``, ``similarity.face_mask``), averaged over the
+- map CV: per grid cell, the CV of the person's normalised maps pooled to ``variability.grid`` cells (same
+  recipe as the similarity stage: ``similarity.negative_policy``, ``similarity.face_mask``), averaged over the
   person's face region (cells that are face in at least half of the person's images under the top-level
   ``face_region``: ``landmarks`` = the 68-landmark hull, ``parsing`` = the parser's face classes; ``all``
   = every cell; ``leam.face_region``). Both the plain mean of cell CVs
@@ -59,7 +59,7 @@ log = logging.getLogger("leam.variability")
 def main(args: argparse.Namespace) -> None:
     config = load_config(args.params)  # the whole file is validated before any work
     threshold, use_face_mask = config.threshold, config.similarity.face_mask
-    grid, policy = config.similarity.grid, config.similarity.negative_policy
+    grid, policy = config.variability.grid, config.similarity.negative_policy
     min_images, region = config.variability.min_images, config.face_region
     shares_path = Path(args.shares)
     if not shares_path.is_file():

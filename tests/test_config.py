@@ -78,9 +78,9 @@ def test_schema_defaults_equal_params_yaml():
 
 def test_a_partial_file_takes_the_schema_defaults(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("seed: 3\nsimilarity:\n  grid: 28\n")
+    path.write_text("seed: 3\nsimilarity:\n  emd_grid: 28\n")
     config = load_config(path)
-    assert config.seed == 3 and config.similarity.grid == 28 and config.similarity.workers == 2
+    assert config.seed == 3 and config.similarity.emd_grid == 28 and config.similarity.workers == 2
 
 
 def test_zoo_archs_match_the_iresnet_family():
@@ -127,13 +127,13 @@ def _zoo_without_sha(raw: dict) -> dict:
 
 BAD = [  # (id, change to the shipped params, key path the message must name, words it must hold)
     ("threshold-type", lambda r: put(r, "threshold", "abc"), "threshold='abc'", "(0, 1]"),
-    ("grid-type", lambda r: put(r, "similarity.grid", "x"), "similarity.grid='x'", "integer"),
+    ("grid-type", lambda r: put(r, "similarity.emd_grid", "x"), "similarity.emd_grid='x'", "integer"),
     ("threshold-zero", lambda r: put(r, "threshold", 0), "threshold=0", "(0, 1]"),
     ("threshold-above-one", lambda r: put(r, "threshold", 1.5), "threshold=1.5", "(0, 1]"),
     ("threshold-nan", lambda r: put(r, "threshold", float("nan")), "threshold=nan", "(0, 1]"),
     ("threshold-bool", lambda r: put(r, "threshold", True), "threshold=True", "number"),
-    ("grid-zero", lambda r: put(r, "similarity.grid", 0), "similarity.grid=0", ">= 1"),
-    ("grid-not-a-divisor", lambda r: put(r, "similarity.grid", 10), "similarity.grid=10", "leam.store_size=112"),
+    ("grid-zero", lambda r: put(r, "similarity.emd_grid", 0), "similarity.emd_grid=0", ">= 1"),
+    ("grid-not-a-divisor", lambda r: put(r, "similarity.emd_grid", 10), "similarity.emd_grid=10", "leam.store_size=112"),
     ("bc-grid-not-a-divisor", lambda r: put(r, "similarity.bc_grid", 3), "similarity.bc_grid=3", "0, 1, 2"),
     ("store-size-not-a-divisor", lambda r: put(r, "leam.store_size", 100), "leam.store_size=100", "align.frame_size"),
     ("occlusion-batch-zero", lambda r: put(r, "occlusion.batch_size", 0), "occlusion.batch_size=0", ">= 1"),
@@ -170,8 +170,8 @@ BAD = [  # (id, change to the shipped params, key path the message must name, wo
     ("layers-empty-list", lambda r: put(r, "leam.layers", {"dlib_resnet": []}), "leam.layers=", "empty"),
     ("layers-duplicate", lambda r: put(r, "leam.layers", {"dlib_resnet": ["stem", "stem"]}),
      "leam.layers.dlib_resnet=", "listed twice"),
-    ("typo-in-group", lambda r: rename(r, "similarity.grid", "gird"), "similarity.gird",
-     "did you mean similarity.grid"),
+    ("typo-in-group", lambda r: rename(r, "similarity.emd_grid", "emd_gird"), "similarity.emd_gird",
+     "did you mean similarity.emd_grid"),
     ("typo-top-level", lambda r: rename(r, "threshold", "thresold"), "thresold", "did you mean threshold"),
     ("group-not-a-mapping", lambda r: put(r, "occlusion", 5), "occlusion=5", "mapping"),
     ("zoo-missing-sha256", _zoo_without_sha, "model_zoo.arcface_r100=", "path_or_url needs its sha256"),
@@ -246,12 +246,12 @@ def test_params_command_accepts_the_shipped_file_and_teaches_the_schema():
     for key, default in flat_defaults().items():
         assert f"{key}  [" in text, key
     assert "leam.placement  [one of: effective_field, receptive_field, centred]  default: " in text
-    assert "similarity.grid  [an integer >= 1]  default: 14" in text
+    assert "similarity.emd_grid  [an integer >= 1]  default: 14" in text
     assert describe_schema() in text
 
 
 def test_a_stage_stops_on_a_bad_file_before_any_work(tmp_path):
-    bad = _bad_file(tmp_path, "bad.yaml", lambda r: put(r, "similarity.grid", 0))
+    bad = _bad_file(tmp_path, "bad.yaml", lambda r: put(r, "similarity.emd_grid", 0))
     out = tmp_path / "out"
     result = _run("stages.correlate", "--params", str(bad), "--leam-dir", str(tmp_path / "no_leam"),
                   "--parsing-dir", str(tmp_path / "no_parsing"), "--out", str(out), "--metrics",
@@ -259,5 +259,5 @@ def test_a_stage_stops_on_a_bad_file_before_any_work(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr
     # the params error, not the (later) missing-input error: nothing was read or written
-    assert lines[0] == "error: similarity.grid=0 is not valid; it must be an integer >= 1"
+    assert lines[0] == "error: similarity.emd_grid=0 is not valid; it must be an integer >= 1"
     assert not out.exists() and not (tmp_path / "m.json").exists()

@@ -36,6 +36,12 @@ def test_pool_area_keeps_mass_and_averages_blocks(photo_maps):
     np.testing.assert_allclose(pooled[2, 3, 5], photo_maps[2, 24:32, 40:48].mean(), rtol=1e-6)
 
 
+def test_pool_area_at_the_stored_grid_is_the_maps_in_float64(photo_maps):
+    same = pool_area(photo_maps, photo_maps.shape[-1])
+    assert same.dtype == np.float64 and np.array_equal(same, photo_maps.astype(np.float64))
+    assert np.array_equal(same, photo_maps.reshape(6, 112, 1, 112, 1).mean(axis=(2, 4), dtype=np.float64))
+
+
 def test_pool_area_rejects_grid_that_does_not_divide():
     with pytest.raises(LeamError, match="must divide the map size 112; choose one of: .*14"):
         pool_area(np.zeros((1, 112, 112)), 10)

@@ -383,6 +383,6 @@ def test_closure_follows_lazy_and_package_imports():
 
 def test_param_reads_recognises_both_styles():
     code = ("param(params, 'align.padding')\nparams.get('seed', 0)\nparams['model_zoo']\nparams['leam']['sign']\n"
-            "config.similarity.grid\ncfg.leam\nrun(config.data)\nother.threshold\nparam(params, 'no.such')\n")
+            "config.similarity.emd_grid\ncfg.leam\nrun(config.data)\nother.threshold\nparam(params, 'no.such')\n")
     assert param_reads(_mark_parents(ast.parse(code))) == {"align.padding", "seed", "model_zoo", "leam.sign",
-                                                           "similarity.grid", "leam", "data"}
+                                                           "similarity.emd_grid", "leam", "data"}

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import ot
 import pandas as pd
 import pytest
 
-from leam.metrics.distributions import ground_cost, maps_to_distributions
+from leam.metrics.distributions import cell_centres, ground_cost, maps_to_distributions
 from leam.metrics.similarity import (
     DIFFERENT,
     SAME,
     EMDConvergenceError,
     bhattacharyya_matrix,
     build_pairs,
+    emd_grid,
     emd_pair,
     emd_pairs,
     gender_group,
@@ -55,24 +57,55 @@ def test_emd_of_a_shift_by_k_cells_is_k_cell_sizes(small_slice, shift):
     canvas[0, 16:72, 16:72] = cv2.resize(grey, (56, 56), interpolation=cv2.INTER_AREA)
     canvas[1] = np.roll(canvas[0], 8 * shift, axis=1)  # k cells of 8 map pixels to the right
     probs = maps_to_distributions(canvas, grid=14).probs
-    cost = ground_cost(14, 224)  # one cell = 16 analysis-frame pixels
-    assert emd_pair(probs[0], probs[1], cost) == pytest.approx(16.0 * shift, rel=1e-9)
-    assert emd_pair(probs[0], probs[0], cost) == pytest.approx(0.0, abs=1e-9)
+    centres = cell_centres(14, 224)  # one cell = 16 analysis-frame pixels
+    assert emd_pair(probs[0], probs[1], centres) == pytest.approx(16.0 * shift, rel=1e-9)
+    assert emd_pair(probs[0], probs[0], centres) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_top_t_emd_on_the_stored_grid_is_in_frame_pixels(small_slice):
+    """A top-1% map shifted by 3 stored cells moves its mass 3 x 2 = 6 analysis-frame pixels (112 grid of a
+    224 frame), with no pooling."""
+    grey = cv2.imread(small_slice.abspath[1], cv2.IMREAD_GRAYSCALE)
+    canvas = np.zeros((2, 112, 112), np.float32)
+    canvas[0, 20:76, 20:76] = cv2.resize(grey, (56, 56), interpolation=cv2.INTER_AREA)
+    canvas[1] = np.roll(canvas[0], 3, axis=0)
+    dist = maps_to_distributions(canvas, grid=112, fraction=0.01)
+    assert (dist.probs > 0).sum(axis=1).tolist() == [125, 125]
+    assert emd_pair(dist.probs[0], dist.probs[1], cell_centres(112, 224)) == pytest.approx(6.0, rel=1e-9)
+
+
+def test_support_emd_equals_dense_pot_on_small_grids():
+    """emd_pair (support only, shared mass left in place) = POT's exact EMD on the dense 16 x 16 problem
+    (256 x 256 cost), to 1e-9 relative: sparse random maps, overlapping, disjoint and nearly equal ones."""
+    rng = np.random.default_rng(7)
+    grid, frame = 16, 224
+    centres, dense_cost = cell_centres(grid, frame), ground_cost(grid, frame)
+    maps = rng.random((12, grid * grid)) * (rng.random((12, grid * grid)) < 0.08)  # ~20 non-zero cells each
+    maps[1] = maps[0] * (1 + 1e-3 * rng.random(grid * grid))  # the same support, nearly the same masses
+    maps[2, :128], maps[3, 128:] = 0, 0  # disjoint halves
+    probs = maps / maps.sum(axis=1, keepdims=True)
+    for i, j in [(0, 1), (2, 3), *zip(range(12), rng.permutation(12))]:
+        dense = ot.emd2(probs[i], probs[j], dense_cost, numItermax=1_000_000)
+        assert emd_pair(probs[i], probs[j], centres) == pytest.approx(dense, rel=1e-9, abs=1e-12)
+
+
+def test_emd_grid_is_the_stored_grid_for_top_t_and_the_pooling_grid_for_full_maps():
+    assert emd_grid(0.01, 112, 14) == 112 and emd_grid(0.5, 112, 28) == 112
+    assert emd_grid(1.0, 112, 14) == 14
 
 
 def test_emd_non_convergence_raises(photo_distributions):
-    cost = ground_cost(14, 224)
     with pytest.raises(EMDConvergenceError, match="numItermax=1"):
-        emd_pair(photo_distributions[0], photo_distributions[1], cost, max_iter=1)
+        emd_pair(photo_distributions[0], photo_distributions[1], cell_centres(14, 224), max_iter=1)
 
 
 def test_emd_pairs_two_processes_match_one(photo_distributions):
-    cost = ground_cost(14, 224)
+    centres = cell_centres(14, 224)
     pairs = np.stack(np.triu_indices(24, k=1), axis=1)[:60]
-    one = emd_pairs(photo_distributions, pairs, cost, workers=1)
-    two = emd_pairs(photo_distributions, pairs, cost, workers=2, chunk=16)
+    one = emd_pairs(photo_distributions, pairs, centres, workers=1)
+    two = emd_pairs(photo_distributions, pairs, centres, workers=2, chunk=16)
     np.testing.assert_array_equal(one, two)
-    direct = [emd_pair(photo_distributions[i], photo_distributions[j], cost) for i, j in pairs[:5]]
+    direct = [emd_pair(photo_distributions[i], photo_distributions[j], centres) for i, j in pairs[:5]]
     np.testing.assert_allclose(one[:5], direct)
 
 
@@ -201,7 +234,7 @@ def test_similarity_stage_end_to_end(tmp_path, small_slice):
     assert (exclusions.maps_excluded == 1).all()  # the all-zero last image, in every layer and variant
     assert (exclusions.pairs_dropped == ((pairs.image_a == fake["image_ids"][-1]) | (pairs.image_b == fake["image_ids"][-1])).sum()).all()
     # BC written for grey maps at top 5% equals BC recomputed from the photo directly, with the face mask,
-    # on the stored 112 grid (similarity.bc_grid = 0: BC is not pooled; only EMD uses similarity.grid)
+    # on the stored 112 grid (similarity.bc_grid = 0: BC is not pooled; only full-map EMD uses similarity.emd_grid)
     rows = scores[(scores.layer == "grey") & (scores.threshold == 0.05) & (scores.metric == "bc")].merge(pairs, on=["model", "pair_id"])
     mask = np.zeros((112, 112), bool)
     mask[20:92, 20:92] = True
@@ -215,7 +248,15 @@ def test_similarity_stage_end_to_end(tmp_path, small_slice):
     by_gender = pd.read_csv(out / "by_gender.csv")
     assert {"female-female", "male-male", "mixed"} <= set(by_gender.gender_group)
     metrics = __import__("json").loads((tmp_path / "similarity.json").read_text())
-    assert metrics["grid"] == 14 and metrics["cell_size_px"] == 16.0 and "pixels" in metrics["ground_metric"]
+    assert metrics["emd_grid"] == 14 and "pixels" in metrics["ground_metric"]
+    assert metrics["emd_grids"] == {"0.01": {"grid": 112, "cell_size_px": 2.0, "method": metrics["emd_grids"]["0.01"][
+        "method"]}} and metrics["emd_grids"]["0.01"]["method"].startswith("exact")
+    # the top-1% EMD written is the exact one on the stored grid, recomputed from the maps on disk
+    first = emd[emd.threshold == 0.01].merge(pairs, on=["model", "pair_id"]).iloc[0]
+    stored = np.load(tmp_path / "leam" / fake["model"] / "maps.npy")[:, -1].astype(np.float32)
+    dist = maps_to_distributions(stored, 112, fraction=0.01, face_mask=mask)
+    expected = emd_pair(dist.probs[index[first.image_a]], dist.probs[index[first.image_b]], cell_centres(112, 224))
+    assert first.value == pytest.approx(expected, abs=1e-6)
     headline = metrics["models"][fake["model"]]["layers"]["overall"]
     assert set(headline) == {"bc_top", "bc_full", "emd_top"}
     assert headline["bc_top"]["same_ci"][0] <= headline["bc_top"]["same_mean"] <= headline["bc_top"]["same_ci"][1]
@@ -226,9 +267,9 @@ def test_similarity_stage_bad_input_is_one_line_error(tmp_path, small_slice, cap
 
     fake = make_fake_pipeline(tmp_path, small_slice)
     argv = ["--leam-dir", str(tmp_path / "leam"), "--out", str(tmp_path / "out"), "--metrics", str(tmp_path / "m.json")]
-    params = write_params(tmp_path, fake["model"], grid=10)
+    params = write_params(tmp_path, fake["model"], emd_grid=10)
     assert run_stage("similarity", main, build_parser(), ["--params", str(params), *argv]) == 2
-    assert "similarity.grid=10 is not valid; it must divide leam.store_size=112" in capsys.readouterr().err
+    assert "similarity.emd_grid=10 is not valid; it must divide leam.store_size=112" in capsys.readouterr().err
     params = write_params(tmp_path, "no_such_model")
     assert run_stage("similarity", main, build_parser(), ["--params", str(params), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -251,7 +292,7 @@ def test_model_tables_and_metrics_keep_models_apart(small_slice):
     grey = np.stack([cv2.resize(cv2.imread(p, cv2.IMREAD_GRAYSCALE), (56, 56), interpolation=cv2.INTER_AREA)
                      for p in small_slice.abspath]).astype(np.float32)
     meta = small_slice.assign(image_id=small_slice.file)
-    cfg = SimilarityParams(grid=14, thresholds=[1.0], bootstrap=20, workers=1)
+    cfg = SimilarityParams(emd_grid=14, thresholds=[1.0], bootstrap=20, workers=1)
     layers = {"layers": ["overall"]}
     results = [model_similarity(name, maps[:, None], layers, meta, cfg, 0.1, 0, 224, progress=False)
                for name, maps in (("a", grey), ("b", grey[::-1].copy()))]
@@ -263,7 +304,8 @@ def test_model_tables_and_metrics_keep_models_apart(small_slice):
     assert set(scores.metric) == {"bc", "emd"} and (scores.value == scores.value.round(6)).all()
     # pair ids restart per model: the summary counts each model's pairs once
     assert (tables["summary"].groupby(["model", "threshold", "metric"]).n.sum() == 48).all()
-    doc = metrics_document(results, tables["summary"], tables["tests"], cfg, 0.1, 224)
-    assert list(doc["models"]) == ["a", "b"] and doc["cell_size_px"] == 16.0 and doc["emd_thresholds"] == [0.1]
+    doc = metrics_document(results, tables["summary"], tables["tests"], cfg, 0.1, 224, 56)
+    assert list(doc["models"]) == ["a", "b"] and doc["emd_thresholds"] == [0.1]
+    assert doc["emd_grids"]["0.1"]["grid"] == 56 and doc["emd_grids"]["0.1"]["cell_size_px"] == 4.0
     assert doc["models"]["a"]["n_same_pairs"] == 24 and set(doc["models"]["b"]["layers"]["overall"]) == {
         "bc_top", "bc_full", "emd_top"}

@@ -18,7 +18,9 @@ a discrete probability distribution. The recipe, applied in this order to raw st
    never turned into NaNs.
 
 The ground metric for EMD is the Euclidean distance between cell centres measured in analysis-frame
-pixels (frame of ``align.frame_size`` pixels): one cell spans ``frame_size / grid`` frame pixels.
+pixels (frame of ``align.frame_size`` pixels): one cell spans ``frame_size / grid`` frame pixels (2 px on
+the stored 112 grid where top-t maps are compared, 16 px on the 14 x 14 grid of ``similarity.emd_grid``
+where full maps are; ``leam.metrics.similarity.emd_grid``).
 """
 
 from __future__ import annotations
@@ -68,9 +70,12 @@ def pool_area(maps: np.ndarray, grid: int) -> np.ndarray:
         raise LeamError(f"square maps expected, got {size}x{size_w}")
     if grid <= 0 or size % grid:
         divisors = [d for d in range(1, size + 1) if size % d == 0]
-        raise LeamError(f"similarity.grid={grid!r} must divide the map size {size}; choose one of: "
+        raise LeamError(f"grid={grid!r} (similarity.emd_grid, similarity.bc_grid, variability.grid) must divide the "
+                        f"map size {size}; choose one of: "
                         f"{', '.join(map(str, divisors))}")
     step = size // grid
+    if step == 1:  # the stored grid itself: the same values as the mean over 1 x 1 blocks, without the reduction
+        return maps.astype(np.float64)
     return maps.reshape(n, grid, step, grid, step).mean(axis=(2, 4), dtype=np.float64)
 
 
@@ -90,10 +95,10 @@ def maps_to_distributions(maps: np.ndarray, grid: int, negative_policy: str = "c
         maps = np.where(face_mask, maps, np.float32(0.0))
     if check_fraction(fraction) < 1.0:
         maps = np.where(top_fraction_mask(maps, fraction, valid=face_mask), maps, np.float32(0.0))
-    pooled = pool_area(maps, grid).reshape(maps.shape[0], grid * grid)
-    mass = pooled.sum(axis=1, keepdims=True)
+    probs = pool_area(maps, grid).reshape(maps.shape[0], grid * grid)  # a new array: normalised in place
+    mass = probs.sum(axis=1, keepdims=True)
     valid = mass[:, 0] > 0
-    probs = np.divide(pooled, mass, out=np.zeros_like(pooled), where=mass > 0)
+    np.divide(probs, np.where(valid[:, None], mass, 1.0), out=probs)  # rows without mass are all 0 already
     return Distributions(probs=probs, valid=valid, grid=grid)
 
 

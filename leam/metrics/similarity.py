@@ -6,10 +6,12 @@ here they are compared pairwise:
 
 - Bhattacharyya coefficient BC(p, q) = sum_k sqrt(p_k q_k), in [0, 1]: 1 for identical distributions, 0 for
   disjoint supports. All pairs at once are one matrix product sqrt(P) @ sqrt(Q)^T.
-- Earth Mover's Distance with POT's exact network simplex (``ot.emd2``) on the pooled grid; the cost is the
+- Earth Mover's Distance with POT's exact network simplex (the solver of ``ot.emd2``); the cost is the
   Euclidean distance between cell centres in analysis-frame pixels, so EMD is "how many frame pixels the
-  relevance must move on average". A pair whose solver does not reach optimality raises, never returns a
-  number.
+  relevance must move on average". Top-t maps (t < 1) are compared on the stored map grid itself, exactly:
+  only their non-zero cells enter the solver (:func:`emd_pair`); full maps (t = 1) are pooled to
+  ``similarity.emd_grid`` cells first (:func:`emd_grid`). A pair whose solver does not reach optimality
+  raises, never returns a number.
 
 Pairs: every same-identity pair, and for each identity a seeded sample of different-identity pairs (one
 image of that identity, one of another) of ``different_per_same`` times its number of same pairs, so both
@@ -23,17 +25,17 @@ import multiprocessing
 import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import ot
 import pandas as pd
+from ot.lp.emd_wrap import check_result, emd_c
 from tqdm import tqdm
 
 from leam.errors import LeamError
-from leam.metrics.distributions import GROUND_METRIC, cell_size, ground_cost, maps_to_distributions
+from leam.metrics.distributions import GROUND_METRIC, Distributions, cell_centres, cell_size, maps_to_distributions
 from leam.metrics.stats import compare_groups, summarize
 from leam.topt import effective_thresholds
 
@@ -41,8 +43,9 @@ if TYPE_CHECKING:  # the params group is only an annotation here
     from leam.config import SimilarityParams
 
 __all__ = ["DIFFERENT", "PAPER_BC_RANGES", "SAME", "EMDConvergenceError", "ModelSimilarity", "bhattacharyya_matrix",
-           "build_pairs", "emd_pair", "emd_pairs", "gender_group", "headline", "metrics_document", "model_similarity",
-           "same_identity_pairs", "sample_different_pairs", "score_model", "similarity_tables", "summary_tables"]
+           "build_pairs", "emd_grid", "emd_pair", "emd_pairs", "gender_group", "headline", "metrics_document",
+           "model_similarity", "same_identity_pairs", "sample_different_pairs", "score_model", "similarity_tables",
+           "summary_tables"]
 
 log = logging.getLogger(__name__)
 
@@ -68,38 +71,52 @@ def bhattacharyya_matrix(first: np.ndarray, second: np.ndarray | None = None, dt
 
 
 # --------------------------------------------------------------------------------------------- EMD
-def emd_pair(first: np.ndarray, second: np.ndarray, cost: np.ndarray, max_iter: int = 1_000_000) -> float:
-    """Exact EMD between two distributions (K,) under ``cost`` (K, K).
+def emd_pair(first: np.ndarray, second: np.ndarray, centres: np.ndarray, max_iter: int = 1_000_000) -> float:
+    """Exact EMD between two distributions (K,) over cells at ``centres`` (K, 2) (analysis-frame pixels).
 
-    Only cells with mass enter the solver (exact, and much faster for sparse top-t maps). Raises
-    EMDConvergenceError when POT reports anything but an optimal solution.
+    The transport problem is solved on the support only, which is exact: cells without mass carry no flow.
+    The mass two maps share in a cell stays there first (``min(p, q)``), which is exact for a metric
+    ground cost such as the Euclidean distance (moving shared mass away and back can never be cheaper, by
+    the triangle inequality), so the solver sees the cells where ``first`` has the surplus as sources and
+    those where ``second`` has it as sinks, with the cost matrix of their centres' distances only (sources x
+    sinks; never the K x K matrix, 1.3 GB at K = 112 x 112). The solver is POT's network simplex, the one
+    behind ``ot.emd2``, called directly (``ot.lp.emd_wrap.emd_c``: the wrapper's checks cost about a third
+    of the time of a 90 x 90 problem); ``tests/test_similarity.py`` holds it equal to ``ot.emd2`` on the
+    dense problem. Raises EMDConvergenceError when POT reports anything but an optimal solution.
     """
-    rows, cols = np.flatnonzero(first > 0), np.flatnonzero(second > 0)
-    if rows.size == 0 or cols.size == 0:
+    if not (first > 0).any() or not (second > 0).any():
         raise LeamError("EMD of an empty distribution; excluded maps must be dropped before pairing")
-    a, b = first[rows], second[cols]
-    a, b = a / a.sum(), b / b.sum()  # exact simplex after dropping zero cells (POT checks the sums)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # the result code is checked below
-        value, info = ot.emd2(a, b, cost[np.ix_(rows, cols)], numItermax=max_iter, log=True)
-    if info.get("warning") is not None or int(info.get("result_code", 1)) != 1:
-        raise EMDConvergenceError(f"exact EMD did not converge ({info.get('warning')}, result code "
-                                  f"{info.get('result_code')}) with numItermax={max_iter}; raise "
-                                  f"similarity.emd_max_iter")
-    return float(value)
+    first, second = first / first.sum(), second / second.sum()
+    shared = np.minimum(first, second)
+    rows, cols = np.flatnonzero(first > shared), np.flatnonzero(second > shared)
+    if rows.size == 0 or cols.size == 0:  # identical distributions (up to rounding): nothing moves
+        return 0.0
+    a, b = first[rows] - shared[rows], second[cols] - shared[cols]
+    moved = float(a.sum())  # the mass that moves, 1 - sum(shared) up to rounding
+    a = a / moved
+    b = b * (a.sum() / b.sum())  # the same total as a, to the last bit (the solver needs balanced masses)
+    cost = np.sqrt(((centres[rows, None, :] - centres[None, cols, :]) ** 2).sum(axis=-1))
+    _plan, value, _u, _v, code = emd_c(a, b, cost, max_iter, 1, None, None)
+    if code != 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # check_result also warns what it returns
+            reason = check_result(code)
+        raise EMDConvergenceError(f"exact EMD did not converge ({reason}, result code {code}) with "
+                                  f"numItermax={max_iter}; raise similarity.emd_max_iter")
+    return float(value) * moved
 
 
 _WORKER_STATE: dict = {}
 
 
-def _init_worker(probs: np.ndarray, cost: np.ndarray, max_iter: int) -> None:
+def _init_worker(probs: np.ndarray, centres: np.ndarray, max_iter: int) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER_STATE.update(probs=probs, cost=cost, max_iter=max_iter)
+    _WORKER_STATE.update(probs=probs, centres=centres, max_iter=max_iter)
 
 
 def _emd_chunk(pairs: np.ndarray) -> np.ndarray:
-    probs, cost, max_iter = _WORKER_STATE["probs"], _WORKER_STATE["cost"], _WORKER_STATE["max_iter"]
-    return np.array([emd_pair(probs[i], probs[j], cost, max_iter) for i, j in pairs], dtype=np.float64)
+    probs, centres, max_iter = _WORKER_STATE["probs"], _WORKER_STATE["centres"], _WORKER_STATE["max_iter"]
+    return np.array([emd_pair(probs[i], probs[j], centres, max_iter) for i, j in pairs], dtype=np.float64)
 
 
 def _worker_context():
@@ -111,9 +128,10 @@ def _worker_context():
     return context
 
 
-def emd_pairs(probs: np.ndarray, pairs: np.ndarray, cost: np.ndarray, workers: int = 1,
+def emd_pairs(probs: np.ndarray, pairs: np.ndarray, centres: np.ndarray, workers: int = 1,
               max_iter: int = 1_000_000, chunk: int = 256, progress: bool = False) -> np.ndarray:
-    """Exact EMD (P,) for index pairs (P, 2) into ``probs`` (N, K), spread over ``workers`` processes."""
+    """Exact EMD (P,) for index pairs (P, 2) into ``probs`` (N, K) over cells at ``centres`` (K, 2),
+    spread over ``workers`` processes (:func:`emd_pair` each)."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if pairs.shape[0] == 0:
         return np.zeros(0, dtype=np.float64)
@@ -121,7 +139,7 @@ def emd_pairs(probs: np.ndarray, pairs: np.ndarray, cost: np.ndarray, workers: i
     bar = tqdm(total=pairs.shape[0], desc="EMD pairs", unit="pair", disable=not progress)
     results = []
     if workers <= 1 or len(chunks) == 1:
-        _init_worker(probs, cost, max_iter)
+        _init_worker(probs, centres, max_iter)
         try:
             for part in chunks:
                 results.append(_emd_chunk(part))
@@ -129,7 +147,7 @@ def emd_pairs(probs: np.ndarray, pairs: np.ndarray, cost: np.ndarray, workers: i
         finally:
             _WORKER_STATE.clear()
     else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(probs, cost, max_iter),
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(probs, centres, max_iter),
                                  mp_context=_worker_context()) as pool:
             for part, values in zip(chunks, pool.map(_emd_chunk, chunks)):
                 results.append(values)
@@ -258,6 +276,14 @@ def summary_tables(scores: pd.DataFrame, n_boot: int, seed: int) -> tuple[pd.Dat
 
 
 # ------------------------------------------------------------------------------------------ one model
+def emd_grid(fraction: float, store_size: int, full_grid: int) -> int:
+    """Cells a side on which EMD is solved for top-``fraction`` maps: the stored map grid (``store_size``)
+    for top-t maps (t < 1: their few non-zero cells make the exact problem cheap, 125 x 125 at most at the
+    default 1% of 112 x 112), ``full_grid`` (``similarity.emd_grid``) for full maps (t = 1: all 12,544
+    cells would make a 12,544 x 12,544 problem, about 40 s a pair)."""
+    return int(store_size) if fraction < 1.0 else int(full_grid)
+
+
 def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: SimilarityParams, threshold: float,
                 seed: int, frame_size: int, face_mask: np.ndarray | None = None, progress: bool = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
@@ -270,8 +296,8 @@ def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: Similar
     Returns the pair table (``build_pairs``), scores (layer, threshold, metric, pair_id, value), one
     exclusions row per layer and threshold (maps without mass, pairs dropped with them) and timings.
     """
-    grid = cfg.grid
-    bc_grid = cfg.bc_grid or maps.shape[-1]
+    store_size = maps.shape[-1]
+    bc_grid = cfg.bc_grid or store_size
     policy = cfg.negative_policy
     names = list(layers["layers"])
     emd_layers = list(cfg.emd_layers)
@@ -281,37 +307,60 @@ def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: Similar
     emd_thresholds = {threshold} | set(cfg.emd_thresholds)
     workers = cfg.workers
     max_iter = cfg.emd_max_iter
-    cost = ground_cost(grid, frame_size)  # once per grid
     thresholds = effective_thresholds(cfg.thresholds, threshold, "similarity.thresholds")
 
     pairs = build_pairs(meta, cfg.different_per_same, seed)
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    pair_ids = pairs["pair_id"].to_numpy()
     scores, exclusions, timings = [], [], {"maps_s": 0.0, "bc_s": 0.0, "emd_s": 0.0, "emd_pairs": 0}
-    for layer_index, layer in enumerate(names):
-        layer_maps = np.asarray(maps[:, layer_index], dtype=np.float32)
-        for fraction in thresholds:
-            start = time.perf_counter()
-            dist_bc = maps_to_distributions(layer_maps, bc_grid, policy, fraction, face_mask)
-            timings["maps_s"] += time.perf_counter() - start
-            keep = dist_bc.valid[a] & dist_bc.valid[b]
-            exclusions.append({"layer": layer, "threshold": fraction, "maps_excluded": dist_bc.n_excluded,
-                               "pairs_dropped": int((~keep).sum())})
-            start = time.perf_counter()
-            bc = bhattacharyya_matrix(dist_bc.probs, dtype=np.float32)[a[keep], b[keep]].astype(np.float64)
-            timings["bc_s"] += time.perf_counter() - start
-            scores.append(pd.DataFrame({"layer": layer, "threshold": fraction, "metric": "bc",
-                                        "pair_id": pairs["pair_id"].to_numpy()[keep], "value": bc}))
-            if layer in emd_layers and any(np.isclose(fraction, t) for t in emd_thresholds):
+
+    def timed_emd(*args, **kwargs) -> np.ndarray:
+        start = time.perf_counter()
+        values = emd_pairs(*args, **kwargs)
+        timings["emd_s"] += time.perf_counter() - start
+        return values
+
+    # EMD runs first, in the background: its worker processes solve while this process computes every BC
+    # (one core's numpy work), instead of one after the other. Outputs are the same, in the same order.
+    emd_jobs: dict[tuple[str, float], tuple[int, Distributions, np.ndarray, Future]] = {}
+    with ThreadPoolExecutor(max_workers=1) as background:
+        for layer_index, layer in enumerate(names):
+            for fraction in thresholds:
+                if layer not in emd_layers or not any(np.isclose(fraction, t) for t in emd_thresholds):
+                    continue
                 start = time.perf_counter()
-                dist = (dist_bc if bc_grid == grid
-                        else maps_to_distributions(layer_maps, grid, policy, fraction, face_mask))
+                grid = emd_grid(fraction, store_size, cfg.emd_grid)
+                dist = maps_to_distributions(np.asarray(maps[:, layer_index], dtype=np.float32), grid, policy,
+                                             fraction, face_mask)
+                timings["maps_s"] += time.perf_counter() - start
                 keep = dist.valid[a] & dist.valid[b]
-                emd = emd_pairs(dist.probs, np.stack([a[keep], b[keep]], axis=1), cost, workers=workers,
-                                max_iter=max_iter, progress=progress)
-                timings["emd_s"] += time.perf_counter() - start
                 timings["emd_pairs"] += int(keep.sum())
-                scores.append(pd.DataFrame({"layer": layer, "threshold": fraction, "metric": "emd",
-                                            "pair_id": pairs["pair_id"].to_numpy()[keep], "value": emd}))
+                emd_jobs[layer, fraction] = (grid, dist, keep, background.submit(
+                    timed_emd, dist.probs, np.stack([a[keep], b[keep]], axis=1), cell_centres(grid, frame_size),
+                    workers=workers, max_iter=max_iter, progress=progress))
+        for layer_index, layer in enumerate(names):
+            layer_maps = np.asarray(maps[:, layer_index], dtype=np.float32)
+            for fraction in thresholds:
+                job = emd_jobs.get((layer, fraction))
+                start = time.perf_counter()
+                dist_bc = (job[1] if job is not None and job[0] == bc_grid
+                           else maps_to_distributions(layer_maps, bc_grid, policy, fraction, face_mask))
+                timings["maps_s"] += time.perf_counter() - start
+                keep = dist_bc.valid[a] & dist_bc.valid[b]
+                exclusions.append({"layer": layer, "threshold": fraction, "maps_excluded": dist_bc.n_excluded,
+                                   "pairs_dropped": int((~keep).sum())})
+                start = time.perf_counter()
+                bc = bhattacharyya_matrix(dist_bc.probs, dtype=np.float32)[a[keep], b[keep]].astype(np.float64)
+                timings["bc_s"] += time.perf_counter() - start
+                scores.append(pd.DataFrame({"layer": layer, "threshold": fraction, "metric": "bc",
+                                            "pair_id": pair_ids[keep], "value": bc}))
+                if job is not None:
+                    scores.append((layer, fraction))  # filled in below, once its EMD is done
+        for index, item in enumerate(scores):
+            if isinstance(item, tuple):
+                _grid, _dist, keep, future = emd_jobs[item]
+                scores[index] = pd.DataFrame({"layer": item[0], "threshold": item[1], "metric": "emd",
+                                              "pair_id": pair_ids[keep], "value": future.result()})
     return pairs, pd.concat(scores, ignore_index=True), pd.DataFrame(exclusions), timings
 
 
@@ -392,19 +441,28 @@ def similarity_tables(results: Sequence[ModelSimilarity], n_boot: int, seed: int
 
 
 def metrics_document(results: Sequence[ModelSimilarity], summary: pd.DataFrame, tests: pd.DataFrame,
-                     cfg: SimilarityParams, threshold: float, frame_size: int) -> dict:
+                     cfg: SimilarityParams, threshold: float, frame_size: int, store_size: int) -> dict:
     """metrics/similarity.json: the recipe (grids, ground metric in ``frame_size`` pixels, pairing, EMD
-    layers and thresholds), the paper's BC ranges and per model its counts and :func:`headline`."""
+    layers and thresholds, and per EMD threshold the grid it was solved on, :func:`emd_grid` of
+    ``store_size``), the paper's BC ranges and per model its counts and :func:`headline`."""
     models = {result.model: {**result.counts, "layers": headline(summary, tests, result.model, threshold)}
               for result in results}
+    emd_thresholds = sorted({threshold} | set(cfg.emd_thresholds))
+    emd_grids = {}
+    for fraction in emd_thresholds:
+        grid = emd_grid(fraction, store_size, cfg.emd_grid)
+        emd_grids[f"{fraction:g}"] = {
+            "grid": grid, "cell_size_px": cell_size(frame_size, grid),
+            "method": ("exact: the two maps' support on the stored map grid" if grid == store_size and fraction < 1
+                       else "full maps pooled to similarity.emd_grid, exact on the pooled cells")}
     return {
-        "grid": cfg.grid, "cell_size_px": cell_size(frame_size, cfg.grid), "frame_size": frame_size,
+        "emd_grid": cfg.emd_grid, "emd_grids": emd_grids, "frame_size": frame_size,
         "bc_grid": cfg.bc_grid or "stored map grid (leam.store_size)",
         "ground_metric": GROUND_METRIC, "negative_policy": cfg.negative_policy,
         "face_mask": cfg.face_mask, "threshold": threshold,
         "pairing": f"all same-identity pairs; {cfg.different_per_same} seeded "
                    f"different-identity pairs per same pair, per identity",
         "emd_layers": list(cfg.emd_layers),
-        "emd_thresholds": sorted({threshold} | set(cfg.emd_thresholds)),
+        "emd_thresholds": emd_thresholds,
         "paper_bc_ranges": {k: list(v) for k, v in PAPER_BC_RANGES.items()},
         "models": models}
