@@ -383,29 +383,6 @@ class RayParams(_Group):
                                                          "actor then runs on its GPU (0 = CPU actors)")
 
 
-class ReportParams(_Group):
-    renderer: Literal["auto", "quarto", "fallback"] = Field(
-        "auto", description="quarto when on PATH (auto), or leam.report's nbclient renderer (fallback)")
-    gallery_identities: int = Field(3, ge=1, description="identities shown in the LEAM gallery")
-    gallery_images: int = Field(4, ge=1, description="photos per identity in the LEAM gallery")
-    person: str = Field("", description="identity shown on the person page (reports/person.qmd), as in "
-                                        "data/aligned/index.csv; \"\" = the first identity with LEAM maps")
-
-
-# ------------------------------------------------------------------------------------------------- root
-def _builtin_models() -> list[str]:
-    """Built-in names (a leaf module: validating params imports no model family, hence no torch), plus any
-    model registered in this process (``leam.register_model``) when the registry is already loaded."""
-    from leam.models.names import BUILTIN_MODELS
-
-    registry = sys.modules.get("leam.models.registry")
-    return sorted(set(BUILTIN_MODELS) | set(registry.available_models() if registry is not None else ()))
-
-
-class Config(_Group):
-    """The whole ``params.yaml``: cross-cutting keys first, then one group per stage."""
-
-    threshold: Fraction = Field(0.01, description="fraction of most relevant pixels used by the headline figures "
 class ProtectParams(_Group):
     sources: Annotated[Names, Field(min_length=1)] = Field(
         ["dlib_resnet", "mobileface"], description="networks PGD optimises against (an ensemble; each needs its "
@@ -439,6 +416,29 @@ class ProtectParams(_Group):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device (auto = cuda when available)")
 
 
+class ReportParams(_Group):
+    renderer: Literal["auto", "quarto", "fallback"] = Field(
+        "auto", description="quarto when on PATH (auto), or leam.report's nbclient renderer (fallback)")
+    gallery_identities: int = Field(3, ge=1, description="identities shown in the LEAM gallery")
+    gallery_images: int = Field(4, ge=1, description="photos per identity in the LEAM gallery")
+    person: str = Field("", description="identity shown on the person page (reports/person.qmd), as in "
+                                        "data/aligned/index.csv; \"\" = the first identity with LEAM maps")
+
+
+# ------------------------------------------------------------------------------------------------- root
+def _builtin_models() -> list[str]:
+    """Built-in names (a leaf module: validating params imports no model family, hence no torch), plus any
+    model registered in this process (``leam.register_model``) when the registry is already loaded."""
+    from leam.models.names import BUILTIN_MODELS
+
+    registry = sys.modules.get("leam.models.registry")
+    return sorted(set(BUILTIN_MODELS) | set(registry.available_models() if registry is not None else ()))
+
+
+class Config(_Group):
+    """The whole ``params.yaml``: cross-cutting keys first, then one group per stage."""
+
+    threshold: Fraction = Field(0.01, description="fraction of most relevant pixels used by the headline figures "
                                                   "(0.01 = top 1%)")
     seed: int = Field(0, ge=0, description="every random choice (sampling, pairs, random occlusion) derives from it")
     face_region: Literal[FACE_REGIONS] = Field(
@@ -470,6 +470,7 @@ class ProtectParams(_Group):
     occlusion: OcclusionParams = Field(default_factory=OcclusionParams, description="stage occlusion")
     symmetry: SymmetryParams = Field(default_factory=SymmetryParams, description="stage symmetry")
     explain: ExplainParams = Field(default_factory=ExplainParams, description="stage explain")
+    protect: ProtectParams = Field(default_factory=ProtectParams, description="stage protect")
     report: ReportParams = Field(default_factory=ReportParams, description="stage report")
     ray: RayParams = Field(default_factory=RayParams, description="engine=ray: the cluster and its actors")
 
@@ -493,7 +494,6 @@ class ProtectParams(_Group):
                              f"the key")
         store, frame = self.leam.store_size, self.align.frame_size
         if store > frame or frame % store:
-    protect: ProtectParams = Field(default_factory=ProtectParams, description="stage protect")
             raise ParamError("leam.store_size", store, f"it must divide align.frame_size={frame} (parser labels are "
                                                        f"reduced to the map grid by whole blocks); choose one of: "
                                                        f"{', '.join(map(str, _divisors(frame)))}")
@@ -516,6 +516,11 @@ class ProtectParams(_Group):
         if self.leam.reference == "pairs" and not self.leam.pairs_file.strip():
             raise ParamError("leam.pairs_file", self.leam.pairs_file, "leam.reference=pairs needs a CSV with "
                                                                       "image_id, reference_image_id")
+        protect = self.protect
+        both = [name for name in protect.held_out if name in protect.sources]
+        if both:
+            raise ParamError("protect.held_out", both[0], f"{both[0]!r} is also in protect.sources: a held-out "
+                                                          f"network must never be seen by the optimiser")
         parsing = self.parsing
         if parsing.backend == "farl" and not parsing.farl_model_path and not (parsing.farl_url and parsing.farl_sha256):
             raise ParamError("parsing.farl_model_path", parsing.farl_model_path,
@@ -539,11 +544,6 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        protect = self.protect
-        both = [name for name in protect.held_out if name in protect.sources]
-        if both:
-            raise ParamError("protect.held_out", both[0], f"{both[0]!r} is also in protect.sources: a held-out "
-                                                          f"network must never be seen by the optimiser")
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
