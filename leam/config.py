@@ -82,6 +82,18 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$"), _Hint("a sha256: 64
 OptionalSha256 = Annotated[str, Field(pattern=r"^([0-9a-fA-F]{64})?$"),
                            _Hint('"" or a sha256 (64 hexadecimal characters)')]
 ShapeFraction = Annotated[float, Field(ge=0, le=2)]
+Device = Literal["auto", "cpu", "cuda"]  # = leam.device.DEVICES (tested)
+
+
+def _batch_size(value: Any) -> int | str:
+    if value != "auto" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        raise ValueError("choose an integer >= 1 or auto")
+    return value
+
+
+BatchSize = Annotated[Any, AfterValidator(_batch_size),
+                      _Hint("an integer >= 1 or auto (from the free memory on CUDA, a fixed number on the CPU: "
+                            "leam.device)")]
 
 IRESNET_ARCHS = ("iresnet18", "iresnet34", "iresnet50", "iresnet100")  # = leam.models.iresnet.ARCHS (tested)
 FACE_REGIONS = ("landmarks", "parsing", "all")  # = leam.face_region.FACE_REGIONS (tested)
@@ -211,7 +223,8 @@ class WeightsParams(_Group):
 
 
 class VerificationParams(_Group):
-    batch_size: int = Field(32, ge=1, description="images per forward pass when embedding")
+    batch_size: BatchSize = Field(32, description="images per forward pass when embedding (auto: leam.device)")
+    device: Device = Field("auto", description="torch device of the embeddings (auto = cuda when available)")
     max_different_pairs: int = Field(50_000, ge=0, description="seeded sample of different-identity pairs; 0 = all")
     min_auc: float = Field(0.9, ge=0.5, le=1.0, description="verification bar: a model whose cosine AUC on the data "
                                                              "is below it is flagged (verifies: false) in "
@@ -244,7 +257,9 @@ class LeamParams(_Group):
                                                     "layer's cell positions are measured")
     store_size: int = Field(112, ge=1, description="cells a side of the stored maps in the analysis frame "
                                                    "(must divide align.frame_size)")
-    batch_size: int = Field(16, ge=1, description="images per forward + backward pass")
+    batch_size: BatchSize = Field(16, description="images per forward + backward pass (leam and symmetry stages; "
+                                                  "auto: leam.device)")
+    device: Device = Field("auto", description="torch device of the maps (auto = cuda when available)")
 
     @field_validator("layers")
     @classmethod
@@ -273,7 +288,7 @@ class ParsingParams(_Group):
     person_threshold: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.5, description="mesh: person probability at which a pixel outside the face mesh is person, not background")
     batch_size: int = Field(8, ge=1, description="farl, mesh: images per forward pass")
-    device: Name = Field("cpu", description="farl: torch device")
+    device: Device = Field("auto", description="farl: torch device (auto = cuda when available)")
     farl_model_path: str = Field("", description="farl: local TorchScript file of facer's farl/celebm/448")
     farl_url: str = Field("", description="farl: or its URL ...")
     farl_sha256: OptionalSha256 = Field("", description="... with this sha256")
@@ -326,7 +341,7 @@ class OcclusionParams(_Group):
                                                  "a same-size disc in the face")
     random_repeats: int = Field(1, ge=1, description="random masks per image and baseline")
     max_images_per_identity: int = Field(2, ge=0, description="images occluded per identity; 0 = all (GPU runs)")
-    batch_size: int = Field(32, ge=1, description="images per forward pass")
+    batch_size: BatchSize = Field(32, description="images per forward pass (auto: leam.device)")
     transfer: bool = Field(True, description="occlude every target model with every source's maps; false = "
                                              "source = target only")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device (auto = cuda when available)")
@@ -336,6 +351,8 @@ class SymmetryParams(_Group):
     max_images: int = Field(64, ge=2, description="seeded photos per model whose maps (and their mirror images' "
                                                   "maps) are computed under both placements")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
+    device: Device = Field("auto", description="torch device of the maps (auto = cuda when available); batch size: "
+                                               "leam.batch_size")
 
 
 class ExplainParams(_Group):
@@ -364,7 +381,8 @@ class ExplainParams(_Group):
     stride: int = Field(16, ge=1, description="occlusion method: step between patch positions, frame pixels")
     max_identities: int = Field(20, ge=0, description="seeded subset of identities explained; 0 = all (GPU runs)")
     max_images_per_identity: int = Field(1, ge=0, description="photos explained per identity; 0 = all (GPU runs)")
-    batch_size: int = Field(32, ge=1, description="photos per forward + backward pass and frames per forward")
+    batch_size: BatchSize = Field(32, description="photos per forward + backward pass and frames per forward "
+                                                  "(auto: leam.device)")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="torch device (auto = cuda when available)")
 

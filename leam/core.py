@@ -21,7 +21,9 @@ How it is computed (all layers from one forward and one backward pass):
 - the first selected layer the forward reaches becomes a detached leaf that requires grad; the input and
   the (frozen) parameters do not, so no graph is built before it and the backward pass stops there;
 - ``torch.autograd.grad`` of the summed scores w.r.t. the list of captured activations gives every
-  layer's gradient at once. Samples are independent (eval mode), so batching does not change a map.
+  layer's gradient at once. Samples are independent (eval mode), and a pass of fewer than 16 images is
+  padded to 16 (``leam.device.pad_rows``: CPU kernels change with the row count below that), so batching
+  does not change a map, not even in the last bit.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from leam.device import forward_bytes, module_device, pad_rows
 from leam.embedding import to_model_input
 from leam.errors import LeamError, check_choice
 from leam.frame import input_to_frame
@@ -144,6 +147,7 @@ def leam_maps(model: nn.Module, images: torch.Tensor, references: torch.Tensor, 
     if references.ndim != 2 or references.shape[0] != images.shape[0]:
         raise LeamError(f"references must be (N, D) with N = {images.shape[0]} images, got {tuple(references.shape)}")
     size = images.shape[-2:]
+    (images, references), count = pad_rows((images, references))  # batch-size invariant maps (leam.device)
     with torch.enable_grad(), _captured(model, layers) as store:
         embeddings = model(images.detach())
         if embeddings.ndim != 2 or embeddings.shape[1] != references.shape[1]:
@@ -163,8 +167,8 @@ def leam_maps(model: nn.Module, images: torch.Tensor, references: torch.Tensor, 
             layer = place_on_input(layer, geometries[name])
         elif layer.shape[-2:] != size:
             layer = F.interpolate(layer[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        maps.append(layer)
-    return LeamMaps(maps=torch.stack(maps, dim=1), cosine=cosine.detach(), layers=layers)
+        maps.append(layer[:count])
+    return LeamMaps(maps=torch.stack(maps, dim=1), cosine=cosine.detach()[:count], layers=layers)
 
 
 def frame_leam_maps(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,
@@ -184,7 +188,7 @@ def frame_leam_maps(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landm
             raise LeamError("placement=effective_field is measured on probe faces: pass "
                             "core.frame_geometries(model, spec, layers, 'effective_field', frames, landmarks, padding)")
         placement = cached_geometries(model, layers, spec.input_size, placement)
-    inputs, matrices = to_model_input(spec, frames, landmarks, frame_padding)
+    inputs, matrices = to_model_input(spec, frames, landmarks, frame_padding, module_device(model))
     result = leam_maps(model, inputs, references, layers, sign, negative_activations, placement)
     framed = input_to_frame(result.maps, matrices, int(np.asarray(frames).shape[1])).clamp_min_(0.0)
     return LeamMaps(maps=framed, cosine=result.cosine, layers=result.layers)
@@ -197,8 +201,18 @@ def frame_geometries(model: nn.Module, spec: ModelSpec, layers: Sequence[str], p
     (N, S, S, 3) uint8 seen through the model's own warp. None = ``centred`` (LayerCAM's upsampling)."""
     probe = None
     if placement == "effective_field":
-        probe = to_model_input(spec, probe_frames, probe_landmarks, frame_padding)[0]
+        probe = to_model_input(spec, probe_frames, probe_landmarks, frame_padding, module_device(model))[0]
     return cached_geometries(model, layers, spec.input_size, placement, probe)
+
+
+def pass_bytes(model: nn.Module, spec: ModelSpec, layers: Sequence[str], frame_size: int) -> int:
+    """Estimated bytes one photo needs in a :func:`frame_leam_maps` pass, for ``leam.batch_size: auto``.
+
+    Three times the network's per-photo layer outputs (:func:`leam.device.forward_bytes`: the activations
+    autograd keeps, their gradients, the captured clones) plus four float32 copies of its L maps in the
+    analysis frame (S x S): on the input grid, warped, stacked and downsampled.
+    """
+    return 3 * forward_bytes(model, spec.input_size) + 4 * 4 * (len(layers) + 1) * frame_size * frame_size
 
 
 def area_downsample(maps: torch.Tensor, size: int) -> torch.Tensor:

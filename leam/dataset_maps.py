@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from leam import core
+from leam.device import resolve_batch_size
 from leam.embedding import embed_frames, reference_embeddings
 from leam.engine import map_batches
 from leam.errors import LeamError
@@ -68,7 +69,7 @@ class StoredMapsWorker:
     Built once per engine (with ``ray``: once per actor, which then holds the network): model, spec,
     layers, geometries (:func:`leam.core.frame_geometries`, measured once by the caller), cfg (the ``leam``
     group: sign, negative_activations, store_size, overall) and padding (``align.padding``). device: the
-    engine's; the maps are computed on the CPU (where :func:`leam.core.frame_leam_maps` runs).
+    engine's (the model is moved there; the maps come back on the CPU; None = where the model is).
     A batch: ``start`` (its first plan row), ``frames`` (B, S, S, 3) uint8, ``landmarks`` (B, 68, 2),
     ``references`` (B, D) float32; out: ``start``, ``maps`` float32 (B, L + 1, G, G), ``cosine`` (B,).
     """
@@ -76,8 +77,8 @@ class StoredMapsWorker:
     def __init__(self, model: nn.Module, spec: ModelSpec, layers: tuple[str, ...],
                  geometries: Mapping[str, CellGeometry] | None, cfg: LeamParams, padding: float,
                  device: torch.device | None = None):
-        self.model, self.spec, self.layers, self.geometries = model, spec, layers, geometries
-        self.cfg, self.padding = cfg, padding
+        self.model = model if device is None else model.to(device)
+        self.spec, self.layers, self.geometries, self.cfg, self.padding = spec, layers, geometries, cfg, padding
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
@@ -86,13 +87,14 @@ class StoredMapsWorker:
                                       self.padding, cfg.sign, cfg.negative_activations, self.geometries)
         stored = core.area_downsample(result.maps, cfg.store_size)
         stored = torch.cat([stored, core.overall_map(stored, cfg.overall)[:, None]], dim=1)
-        return {"start": batch["start"], "maps": stored.numpy(), "cosine": result.cosine.numpy()}
+        return {"start": batch["start"], "maps": stored.cpu().numpy(), "cosine": result.cosine.cpu().numpy()}
 
 
 def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index: pd.DataFrame,
                  frames: np.ndarray, landmarks: np.ndarray, cfg: LeamParams, padding: float,
                  pairs: pd.DataFrame | None = None, embeddings: np.ndarray | torch.Tensor | None = None,
-                 engine: str = "local", ray: RayParams | None = None) -> DatasetMaps:
+                 engine: str = "local", ray: RayParams | None = None, device: torch.device | str = "cpu"
+                 ) -> DatasetMaps:
     """LEAM maps of every aligned photo that has a reference, against that reference (module docstring).
 
     index: the aligned index (``row`` = array row, ``image_id``, ``identity``, ``gender``); frames
@@ -102,9 +104,14 @@ def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index
     embeddings of the frames (row i = frame i, :func:`leam.embedding.embed_frames`; the ``models`` stage's
     ``data/embeddings/<model>.npy``), computed here (``leam.batch_size`` per pass) when None; engine, ray:
     where the batches run (:func:`leam.engine.map_batches`: ``local`` here, ``ray`` on Ray actors that each
-    hold the network; the same maps bit for bit).
+    hold the network; the same maps bit for bit); device: where the local engine runs (the model is moved
+    there; ``leam.device`` resolved by :func:`leam.device.resolve_device`). ``leam.batch_size: auto`` is
+    resolved here (:func:`leam.device.resolve_batch_size`); maps do not depend on the batch size.
     """
-    grid, batch_size = cfg.store_size, cfg.batch_size
+    model = model.to(device)
+    grid = cfg.store_size
+    batch_size = resolve_batch_size(cfg.batch_size, device, lambda: core.pass_bytes(model, spec, layers, frames.shape[1]),
+                                    "leam.batch_size")
     if grid > frames.shape[1]:
         raise LeamError(f"leam.store_size={grid} exceeds the frame size {frames.shape[1]}")
     plan, dropped = core.select_references(index, cfg.reference, cfg.baseline_index, pairs)
@@ -113,7 +120,7 @@ def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index
                         "every identity needs at least two aligned photos")
     array_rows = index["row"].to_numpy()
     if embeddings is None:
-        embeddings = embed_frames(model, spec, frames[array_rows], landmarks[array_rows], padding, batch_size)
+        embeddings = embed_frames(model, spec, frames[array_rows], landmarks[array_rows], padding, batch_size, device)
     else:
         if tuple(embeddings.shape) != (len(frames), spec.embedding_dim):
             raise LeamError(f"embeddings of shape {tuple(embeddings.shape)} do not fit {len(frames)} frames embedded by "
@@ -130,7 +137,7 @@ def dataset_maps(model: nn.Module, spec: ModelSpec, layers: Sequence[str], index
                 "landmarks": landmarks[image_rows[start:start + batch_size]],
                 "references": references[start:start + batch_size].numpy()} for start in starts)
     worker = partial(StoredMapsWorker, model, spec, tuple(layers), geometries, cfg, padding)
-    for out in map_batches(worker, batches, len(starts), engine, ray, desc=f"leam {spec.name}"):
+    for out in map_batches(worker, batches, len(starts), engine, ray, device, gpu_capable=True, desc=f"leam {spec.name}"):
         start = int(out["start"])
         maps[start:start + len(out["maps"])] = out["maps"]
         cosines[start:start + len(out["maps"])] = out["cosine"]

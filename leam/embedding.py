@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from leam.device import padded_forward
 from leam.engine import map_batches
 from leam.errors import LeamError
 from leam.frame import frame_to_input
@@ -85,7 +86,8 @@ class EmbeddingWorker:
     @torch.no_grad()
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         inputs, _ = to_model_input(self.spec, batch["frames"], batch["landmarks"], self.frame_padding, self.device)
-        return {"start": batch["start"], "embeddings": self.model(inputs).float().cpu().numpy()}
+        embeddings = padded_forward(self.model, inputs)  # bit-identical for every batch size (leam.device)
+        return {"start": batch["start"], "embeddings": embeddings.float().cpu().numpy()}
 
 
 def embed_frames(model: nn.Module, spec: ModelSpec, frames: np.ndarray, landmarks: np.ndarray,

@@ -31,7 +31,8 @@ from pathlib import Path
 from leam import attribution as at
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.device import resolve_device
+from leam.core import pass_bytes
+from leam.device import resolve_batch_size, resolve_device
 from leam.io import read_aligned, read_face_labels, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.models.registry import get_spec, register_zoo
 from leam.occlusion import Target
@@ -52,11 +53,14 @@ def main(args: argparse.Namespace) -> None:
     register_zoo(config.model_zoo)
     cfg, seed, padding = config.explain, config.seed, config.align.padding
     at.check_scope(cfg.sources, cfg.targets, config.models)
-    design = at.Design(tuple(cfg.methods), tuple(cfg.maps), tuple(cfg.fractions), cfg.fill, cfg.patch, cfg.stride,
-                       seed, cfg.batch_size)  # checked before heavy work
     device = resolve_device(cfg.device, "explain.device")
 
     index, frames, landmarks = read_aligned(ALIGNED)
+    batch_size = resolve_batch_size(cfg.batch_size, device, lambda: len(cfg.methods) * max(
+        pass_bytes(spec.load(WEIGHTS), spec, spec.layers, frames.shape[1])
+        for spec in map(get_spec, dict.fromkeys([*cfg.sources, *cfg.targets]))), "explain.batch_size")
+    design = at.Design(tuple(cfg.methods), tuple(cfg.maps), tuple(cfg.fractions), cfg.fill, cfg.patch, cfg.stride,
+                       seed, batch_size)  # checked before heavy work
     labels = read_face_labels(PARSING, ALIGNED, index.image_id) if config.face_region == "parsing" else None
     outputs = {model: read_leam_outputs(LEAM, model) for model in cfg.sources}
     experiment = at.plan(index, frames, landmarks, outputs, cfg.max_identities, cfg.max_images_per_identity, seed,

@@ -38,6 +38,7 @@ import torch
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
 from leam.dataset_maps import dataset_maps
+from leam.device import resolve_device
 from leam.errors import LeamError
 from leam.io import FLOAT16_TINY, load_npy, read_aligned, read_csv_checked, write_leam_outputs
 from leam.models.registry import available_models, describe_models, get_spec, register_zoo, resolve_layers
@@ -55,6 +56,7 @@ def main(args: argparse.Namespace) -> None:
         raise LeamError("--model is required; registered models: " + ", ".join(available_models()))
     started = time.perf_counter()
     cfg = config.leam  # choices and ranges are checked by the schema (leam.config)
+    device = resolve_device(cfg.device, "leam.device")
     spec = get_spec(args.model)
     index, frames, landmarks = read_aligned(args.aligned, columns=("row", "gender"))
     pairs = None
@@ -70,7 +72,7 @@ def main(args: argparse.Namespace) -> None:
     layers = resolve_layers(spec, model, cfg.layers.get(args.model))
     torch.manual_seed(config.seed)
     result = dataset_maps(model, spec, layers, index, frames, landmarks, cfg, config.align.padding, pairs,
-                          embeddings, config.engine, config.ray)
+                          embeddings, config.engine, config.ray, device)
 
     out = Path(args.out) / args.model
     faint = write_leam_outputs(out, result.maps, result.record, result.meta, result.discards)

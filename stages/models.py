@@ -30,7 +30,7 @@ import torch
 
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.device import resolve_device
+from leam.device import forward_bytes, resolve_batch_size, resolve_device
 from leam.embedding import embed_frames
 from leam.io import read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic
 from leam.models.registry import describe_models, get_spec, register_zoo
@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> None:
     max_different = config.verification.max_different_pairs
     seed = config.seed
     torch.manual_seed(seed)
-    device = resolve_device("auto")
+    device = resolve_device(config.verification.device, "verification.device")
 
     index, frames, landmarks = read_aligned(Path(args.aligned), frame_size)
     pairs = sample_pairs(index.identity.to_numpy(), seed=seed, max_different=max_different)
@@ -62,8 +62,10 @@ def main(args: argparse.Namespace) -> None:
     metrics = {}
     for name in names:
         spec = get_spec(name)
-        model = spec.load(weights_dir).to(device)
-        embeddings = embed_frames(model, spec, frames, landmarks, padding, batch_size, device, progress=True,
+        model = spec.load(weights_dir)  # embed_frames moves it to the device
+        batch = resolve_batch_size(batch_size, device, lambda: forward_bytes(model, spec.input_size) + frames[0].size * 8,
+                                   "verification.batch_size")  # layer outputs + the frame as float32 and warped
+        embeddings = embed_frames(model, spec, frames, landmarks, padding, batch, device, progress=True,
                                   engine=config.engine, ray=config.ray).numpy()
         save_npy_atomic(Path(args.embeddings) / f"{name}.npy", embeddings)
         metrics[name] = {"images": len(index), **evaluate(embeddings, pairs, index.gender.to_numpy(),

@@ -36,7 +36,7 @@ from pathlib import Path
 from leam import occlusion as occ
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.device import resolve_device
+from leam.device import forward_bytes, resolve_batch_size, resolve_device
 from leam.examples import write_examples
 from leam.io import read_aligned, read_face_labels, read_leam_outputs, write_csv_atomic, write_json_atomic
 from leam.models.registry import get_spec, register_zoo
@@ -63,13 +63,16 @@ def main(args: argparse.Namespace) -> None:
     device = resolve_device(cfg.device, "occlusion.device")
 
     index, frames, landmarks = read_aligned(ALIGNED)
+    batch_size = resolve_batch_size(cfg.batch_size, device, lambda: max(  # layer outputs + frame copies, per photo
+        forward_bytes(spec.load(WEIGHTS), spec.input_size) for spec in map(get_spec, models)) + 8 * frames[0].size * 4,
+        "occlusion.batch_size")
     labels = read_face_labels(PARSING, ALIGNED, index.image_id) if config.face_region == "parsing" else None
     experiment = occ.plan_experiment(index, frames, landmarks, {m: read_leam_outputs(LEAM, m) for m in models},
                                      cfg.maps, cfg.max_images_per_identity, seed, config.leam.reference,
                                      config.face_region, labels)
     targets = (occ.Target.from_spec(spec, spec.load(WEIGHTS), experiment.landmarks, experiment.frame_size,
                                     config.align.padding) for spec in map(get_spec, models))
-    drops, timings = occ.run_experiment(experiment, targets, design, cfg.transfer, cfg.batch_size, device)
+    drops, timings = occ.run_experiment(experiment, targets, design, cfg.transfer, batch_size, device)
     tables = occ.drop_tables(drops, seed)
 
     for name, table in tables.items():

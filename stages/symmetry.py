@@ -30,6 +30,7 @@ import pandas as pd
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
 from leam.dataset_maps import probe_photos
+from leam.device import resolve_device
 from leam.errors import LeamError
 from leam.io import read_aligned, read_parsing, write_csv_atomic, write_json_atomic
 from leam.metrics.symmetry import model_symmetry, summarise_symmetry, symmetry_metrics
@@ -42,6 +43,7 @@ log = logging.getLogger("leam.symmetry")
 def main(args: argparse.Namespace) -> None:
     config = load_config(args.params)
     register_zoo(config.model_zoo)
+    device = resolve_device(config.symmetry.device, "symmetry.device")
     index, frames, landmarks = read_aligned(args.aligned, config.align.frame_size)
     labels, parsed, _ = read_parsing(args.parsing_dir)
     label_row = dict(zip(parsed.image_id[parsed.parsed.astype(bool)], parsed.row[parsed.parsed.astype(bool)]))
@@ -61,7 +63,7 @@ def main(args: argparse.Namespace) -> None:
         layers = resolve_layers(spec, model, config.leam.layers.get(name))
         per_image.append(model_symmetry(model, spec, layers, frames, landmarks, labels, index, probe, config.leam,
                                         padding=config.align.padding, threshold=config.threshold, seed=config.seed,
-                                        max_images=config.symmetry.max_images))
+                                        max_images=config.symmetry.max_images, device=device))
     per_image = pd.concat(per_image, ignore_index=True)
     summary = summarise_symmetry(per_image, config.symmetry.bootstrap, config.seed)
     out = Path(args.out)

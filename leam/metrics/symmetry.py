@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from leam import core
+from leam.device import resolve_batch_size
 from leam.embedding import embed_frames, reference_embeddings
 from leam.errors import LeamError
 from leam.metrics.stats import bootstrap_ci
@@ -143,24 +144,27 @@ def summarise_symmetry(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.Da
 def model_symmetry(model: nn.Module, spec: ModelSpec, layers: Sequence[str], frames: np.ndarray,
                    landmarks: np.ndarray, labels: np.ndarray, index: pd.DataFrame,
                    probe: tuple[np.ndarray, np.ndarray], cfg: LeamParams, *, padding: float, threshold: float,
-                   seed: int, max_images: int) -> pd.DataFrame:
+                   seed: int, max_images: int, device: torch.device | str = "cpu") -> pd.DataFrame:
     """Per-image symmetry rows of one network for every placement (see the module docstring).
 
     frames (N, S, S, 3) uint8, landmarks (N, 68, 2) frame pixels and labels (N, S, S) canonical class ids
     are the photos with parser labels, ``index`` their aligned index (row i = array row i); probe: the
     leam stage's probe photos (frames, landmarks), on which ``effective_field`` is measured. ``cfg`` is the
     ``leam`` params group (references, sign, negative activations, overall map, batch size); ``max_images``
-    photos are drawn with ``seed``; ``threshold`` is the top-t fraction whose L/R shares are measured.
+    photos are drawn with ``seed``; ``threshold`` is the top-t fraction whose L/R shares are measured;
+    ``device``: where the network runs (``symmetry.device``; the model is moved there, the maps come back).
     Columns: model, placement, layer, grid (cells a side, receptive_field; 0 for overall), image_id,
     flip_bias_px, ``<pair>_left``, ``<pair>_right`` for every pair of :data:`PAIRS`.
     """
     plan, _ = core.select_references(index, cfg.reference, cfg.baseline_index)
     rng = np.random.default_rng(seed)
     plan = plan.iloc[np.sort(rng.permutation(len(plan))[:max_images])].reset_index(drop=True)
-    batch = cfg.batch_size
+    model = model.to(device)
+    batch = resolve_batch_size(cfg.batch_size, device, lambda: 2 * core.pass_bytes(model, spec, layers, frames.shape[1]),
+                               "leam.batch_size")  # two passes (photo, mirror) are alive at once
     needed = np.unique(np.concatenate([plan.row.to_numpy(), *map(np.asarray, plan.reference_rows)]))
     embeddings = torch.zeros((len(frames), spec.embedding_dim))  # only the rows the subset needs are filled
-    embeddings[needed] = embed_frames(model, spec, frames[needed], landmarks[needed], padding, batch)
+    embeddings[needed] = embed_frames(model, spec, frames[needed], landmarks[needed], padding, batch, device)
     references = reference_embeddings(F.normalize(embeddings, dim=1), plan.reference_rows)
     rows = plan.row.to_numpy()
     names = [*layers, "overall"]
@@ -171,7 +175,7 @@ def model_symmetry(model: nn.Module, spec: ModelSpec, layers: Sequence[str], fra
         """Layer maps plus the overall map (N, L + 1, S, S) under one placement."""
         result = core.frame_leam_maps(model, spec, images, points, refs, layers, padding, cfg.sign,
                                       cfg.negative_activations, geometries[placement])
-        return torch.cat([result.maps, core.overall_map(result.maps, cfg.overall)[:, None]], dim=1)
+        return torch.cat([result.maps, core.overall_map(result.maps, cfg.overall)[:, None]], dim=1).cpu()
 
     out = []
     for start in tqdm(range(0, len(rows), batch), desc=f"symmetry {spec.name}", unit="batch"):

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from leam.device import resolve_device
 from leam.errors import ChecksumError, LeamError
 from leam.frame import invert_affine, warp
 from leam.geometry import five_points
@@ -169,9 +170,11 @@ class FarlParser:
         return ParseResult(labels, kept, reasons, self.available)
 
 
-def load_farl_parser(model_path: str, url: str, sha256: str, cache_dir: Path, device: str = "cpu",
+def load_farl_parser(model_path: str, url: str, sha256: str, cache_dir: Path, device: str = "auto",
                      batch_size: int = 8) -> FarlParser:
-    """Check the extra is installed, fetch + verify the TorchScript file and wrap it."""
+    """Check the extra is installed, fetch + verify the TorchScript file and wrap it; ``device`` is the
+    ``parsing.device`` choice (auto, cpu, cuda; :func:`leam.device.resolve_device`)."""
+    device = resolve_device(device, "parsing.device")
     require_facer()
     path = fetch_model(model_path, url, sha256, cache_dir)
     return FarlParser(load_model(path, device), device=device, batch_size=batch_size)
