@@ -24,13 +24,13 @@ import torch.nn as nn
 from leam.device import padded_forward
 from leam.engine import map_batches
 from leam.errors import LeamError
-from leam.frame import frame_to_input
+from leam.frame import frame_to_input, frame_to_input_on_grid
 
 if TYPE_CHECKING:  # annotations only
     from leam.config import RayParams
     from leam.models.spec import ModelSpec
 
-__all__ = ["EmbeddingWorker", "embed_frame_tensors", "embed_frames", "frames_to_tensor", "reference_embeddings",
+__all__ = ["EmbeddingWorker", "embed_frame_tensors", "embed_frames", "embed_frames_on_grid", "frames_to_tensor", "reference_embeddings",
            "to_model_input"]
 
 
@@ -66,9 +66,18 @@ def embed_frame_tensors(module: nn.Module, frames: torch.Tensor, frame_to_input_
 
     For frames changed after loading (the occlusion stage's occluded frames) whose warp matrices (B, 2, 3)
     frame -> input pixels were computed once per photo; the embeddings are as the module returns them, on
-    its device. Photos still in uint8 frames go through :func:`embed_frames`.
+    its device. Photos still in uint8 frames go through :func:`embed_frames`. The pass has at least 16 rows
+    (:func:`leam.device.padded_forward`), so a photo's embedding does not depend on the batch it is in.
     """
-    return module(frame_to_input(frames, frame_to_input_matrices, input_size))
+    return padded_forward(module, frame_to_input(frames, frame_to_input_matrices, input_size))
+
+
+@torch.no_grad()
+def embed_frames_on_grid(module: nn.Module, frames: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """:func:`embed_frame_tensors` with the warp's sampling grid (B, s, s, 2) computed beforehand
+    (:func:`leam.frame.frame_to_input_grid` of the photos' matrices): bit-identical embeddings (B, D), for
+    callers that embed many versions of the same photos (the occlusion stage's masks and thresholds)."""
+    return padded_forward(module, frame_to_input_on_grid(frames, grid))
 
 
 class EmbeddingWorker:

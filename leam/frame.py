@@ -67,21 +67,43 @@ def _as_batch(matrices, batch: int, device, dtype) -> torch.Tensor:
     return matrices
 
 
+def warp_grid(source_to_dest, batch: int, source_size: int, out_size: int, dtype: torch.dtype = torch.float32,
+              device: torch.device | str = "cpu") -> torch.Tensor:
+    """The ``grid_sample`` grid (N, out, out, 2) of :func:`warp` for ``source -> destination`` matrices.
+
+    Depends on the matrices only, not on the pixels: a caller that warps many versions of the same photos
+    (the occlusion stage's occluded frames) computes it once and samples each version with it.
+    """
+    forward = _as_batch(source_to_dest, batch, device, torch.float64).cpu().numpy()
+    dest_to_source = torch.as_tensor(invert_affine(forward), dtype=dtype, device=device)
+    return _sampling_grid(dest_to_source, out_size, source_size)
+
+
 def warp(images: torch.Tensor, source_to_dest, out_size: int, mode: str = "bilinear",
          padding_mode: str = "zeros") -> torch.Tensor:
     """Warp a batch (N, C, S, S) by ``source -> destination`` matrices into (N, C, out, out)."""
     batch, _, height, width = images.shape
     if height != width:
         raise ValueError(f"square images expected, got {height}x{width}")
-    forward = _as_batch(source_to_dest, batch, images.device, torch.float64).cpu().numpy()
-    dest_to_source = torch.as_tensor(invert_affine(forward), dtype=images.dtype, device=images.device)
-    grid = _sampling_grid(dest_to_source, out_size, height)
+    grid = warp_grid(source_to_dest, batch, height, out_size, images.dtype, images.device)
     return F.grid_sample(images, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
 
 
 def frame_to_input(frames: torch.Tensor, frame_to_input_matrix, input_size: int) -> torch.Tensor:
     """Analysis-frame images (N, 3, S, S) -> model input (N, 3, input_size, input_size), same value range."""
     return warp(frames, frame_to_input_matrix, input_size, padding_mode="border")
+
+
+def frame_to_input_grid(frame_to_input_matrix, batch: int, frame_size: int, input_size: int,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """The float32 sampling grid (N, s, s, 2) of :func:`frame_to_input`, for :func:`frame_to_input_on_grid`."""
+    return warp_grid(frame_to_input_matrix, batch, frame_size, input_size, torch.float32, device)
+
+
+def frame_to_input_on_grid(frames: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """:func:`frame_to_input` of float32 frames (N, 3, S, S) with their grid (N, s, s, 2) computed beforehand:
+    the same values, bit for bit, without recomputing the grid."""
+    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def input_to_frame(maps: torch.Tensor, frame_to_input_matrix, frame_size: int) -> torch.Tensor:

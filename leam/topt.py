@@ -30,7 +30,8 @@ The rule
 Shapes and types: maps are (N, H, W) numpy arrays or torch tensors; results come back as the same kind
 (numpy bool / int64 arrays, or torch bool / int64 tensors on the maps' device). Everything is batched:
 one ``topk`` (masks) or one stable sort (ranks) per call, no per-pixel Python loop. ``pixel_ranks``
-serves several thresholds from one sort: the top-t mask is ``ranks < top_count(t, H * W)``.
+serves several thresholds from one sort: the top-t mask is ``ranks < top_count(t, H * W)``; ``pixel_order``
+(its inverse, the pixels by rank) keeps only the first ``count`` pixels of that sort.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import torch
 
 from leam.errors import LeamError
 
-__all__ = ["check_fraction", "top_count", "effective_thresholds", "pixel_ranks", "top_fraction_mask"]
+__all__ = ["check_fraction", "top_count", "effective_thresholds", "pixel_order", "pixel_ranks", "top_fraction_mask"]
 
 
 def check_fraction(value, name: str = "threshold") -> float:
@@ -118,6 +119,17 @@ def _back(result: torch.Tensor, shape: torch.Size, from_numpy: bool):
     return result.numpy() if from_numpy else result
 
 
+def _rank_order(tensor: torch.Tensor, valid) -> torch.Tensor:
+    """Flat pixel indices (N, H * W) int64 from rank 0 on: one stable sort, a second one with a region."""
+    key = _ranking_key(tensor)
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices
+    region = _valid_flat(valid, tensor.shape, tensor.device)
+    if region is not None:  # a second stable sort moves invalid pixels last, keeping the value order
+        invalid = (~region).gather(1, order).to(torch.uint8)
+        order = order.gather(1, torch.sort(invalid, dim=1, stable=True).indices)
+    return order
+
+
 def pixel_ranks(maps, valid=None):
     """Rank (N, H, W) int64 of every pixel: 0 = most relevant, ties to the lower flat index, NaN last.
 
@@ -125,15 +137,58 @@ def pixel_ranks(maps, valid=None):
     (``& valid`` with a region) is the top-t mask of any t from one sort.
     """
     tensor, from_numpy = _as_tensor(maps)
-    key = _ranking_key(tensor)
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices
-    region = _valid_flat(valid, tensor.shape, tensor.device)
-    if region is not None:  # a second stable sort moves invalid pixels last, keeping the value order
-        invalid = (~region).gather(1, order).to(torch.uint8)
-        order = order.gather(1, torch.sort(invalid, dim=1, stable=True).indices)
+    order = _rank_order(tensor, valid)
     ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(key.shape[1], device=key.device).expand_as(order))
+    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     return _back(ranks, tensor.shape, from_numpy)
+
+
+def pixel_order(maps, count: int | None = None, valid=None):
+    """The ``count`` most relevant pixels of each map (N, H, W) as flat indices (N, count) int64, rank 0 first.
+
+    The inverse of :func:`pixel_ranks` (same sort, same ties and NaN and ``valid`` rules): ``order[n, r]`` is
+    the pixel of rank r, so ``order[:, :top_count(t, H * W)]`` lists the top-t pixels of any t up to
+    ``count / (H * W)`` (all pixels when ``count`` is None). Smaller to keep than ranks when many masks of
+    the same maps are built later (the occlusion stage's, once for every target model).
+    """
+    tensor, from_numpy = _as_tensor(maps)
+    pixels = tensor.shape[1] * tensor.shape[2]
+    if count is not None and not 0 <= int(count) <= pixels:
+        raise LeamError(f"count={count!r} pixels of maps with {pixels} pixels; use 0..{pixels}")
+    count = pixels if count is None else int(count)
+    order = _top_order(tensor, count, valid) if 0 < count < pixels else _rank_order(tensor, valid)[:, :count]
+    return order.numpy() if from_numpy else order
+
+
+def _top_order(tensor: torch.Tensor, count: int, valid) -> torch.Tensor:
+    """``_rank_order(tensor, valid)[:, :count]`` without sorting every pixel: ``topk`` finds each map's cut value,
+    and only the pixels at or above it (in index order, so a stable sort keeps the ties' rule) are sorted.
+
+    Exact: with a finite cut every pixel of rank < count is a valid one at or above it. Maps whose cut is
+    -inf (fewer than ``count`` valid pixels with a number) take the full sort.
+    """
+    key = _ranking_key(tensor)
+    region = _valid_flat(valid, tensor.shape, tensor.device)
+    if region is not None:
+        key = key.masked_fill(~region, -torch.inf)
+    cut = torch.topk(key, count, dim=1, sorted=False).values.min(dim=1).values
+    full = torch.isneginf(cut)
+    order = torch.empty((key.shape[0], count), dtype=torch.int64, device=key.device)
+    if full.any():
+        order[full] = _rank_order(tensor[full], None if region is None else region[full].reshape(-1, *tensor.shape[1:]))[:, :count]
+    rows = torch.nonzero(~full).flatten()
+    if len(rows):
+        above = key[rows] >= cut[rows, None]  # (R, P): at least count per map
+        row, pixel = torch.nonzero(above, as_tuple=True)  # row-major: ascending pixel index within a map
+        sizes = above.sum(dim=1)
+        slot = torch.arange(len(pixel), device=key.device) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
+        candidates = torch.full((len(rows), int(sizes.max())), -1, dtype=torch.int64, device=key.device)
+        candidates[row, slot] = pixel
+        values = torch.full(candidates.shape, -torch.inf, dtype=key.dtype, device=key.device)
+        values[row, slot] = key[rows][row, pixel]  # padding (-inf) ranks after every candidate (all >= a finite cut)
+        best = torch.sort(values, dim=1, descending=True, stable=True).indices[:, :count]
+        order[rows] = candidates.gather(1, best)
+    return order
 
 
 def top_fraction_mask(maps, t: float, valid=None):

@@ -1,4 +1,5 @@
-"""leam.occlusion.masks: LEAM maps upsampled to frame pixels, and the random baselines' scores on real faces."""
+"""leam.occlusion.masks: LEAM maps upsampled to frame pixels, the random baselines' scores on real faces, and the
+masks ranked once (TopPixels) equal to those of pixel_ranks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from leam import occlusion as occ
 from leam.face_region import landmark_hull
 from leam.topt import pixel_ranks, top_count, top_fraction_mask
-from tests.occlusion_faces import FRAME, occlusion_faces  # noqa: F401
+from tests.occlusion_faces import FRAME, occlusion_faces, smooth_maps  # noqa: F401
 
 
 def test_upsampled_map_mask_sits_on_the_hot_cell() -> None:
@@ -59,3 +60,30 @@ def test_blob_baseline_is_a_disc_of_exact_count_centred_in_the_face(occlusion_fa
 def test_blob_of_an_empty_region_is_centred_on_the_frame() -> None:
     scores = occ.random_blob_scores(["a/1"], torch.zeros((1, 8, 8), dtype=torch.bool), seed=0, repeat=0)
     assert torch.nonzero(scores[0] == 0).tolist() == [[4, 4]]
+
+
+def test_top_pixels_rank_each_mask_once_and_give_the_masks_of_pixel_ranks(occlusion_faces: dict) -> None:  # noqa: F811
+    ids = occlusion_faces["image_id"]
+    n = len(ids)
+    region = landmark_hull(occlusion_faces["landmarks"], FRAME)
+    guide = smooth_maps(n, seed=7)
+    count = top_count(0.05, FRAME * FRAME)
+    bank = occ.TopPixels(ids, FRAME, count, 0, {"m": {"overall": guide}}, region, batch_size=4)
+    inside = torch.from_numpy(region)
+    cases = {("leam", "m", "overall"): (occ.upsample_maps(torch.from_numpy(guide), FRAME), None),
+             ("random_uniform", 0): (occ.random_scores(ids, FRAME, 0, "uniform", 0), None),
+             ("random_face", 1): (occ.random_scores(ids, FRAME, 0, "face", 1), inside),
+             ("random_blob", 0): (occ.random_blob_scores(ids, inside, 0, 0), None)}
+    for name, (scores, valid) in cases.items():
+        order = bank.order(name)
+        assert order.dtype == np.uint16 and order.shape == (n, count)  # 2 bytes a pixel at S = 224
+        assert bank.order(name) is order  # ranked once, then shared
+        ranks = pixel_ranks(scores, valid=valid)
+        orders = torch.from_numpy(order.astype(np.int64))
+        for k in (1, top_count(0.01, FRAME * FRAME), count):
+            assert torch.equal(occ.top_pixel_masks(orders, torch.full((n,), k), FRAME), ranks < k), (name, k)
+        mixed = torch.tensor([1, count] * (n // 2) + [7] * (n % 2))  # one count per row, as a queue of versions
+        assert torch.equal(occ.top_pixel_masks(orders, mixed, FRAME), ranks < mixed[:, None, None])
+        # the batch the ranking runs in does not matter
+        alone = occ.TopPixels(ids, FRAME, count, 0, {"m": {"overall": guide}}, region, batch_size=1)
+        assert np.array_equal(alone.order(name), order)

@@ -62,3 +62,20 @@ def test_target_from_spec_embeds_frames_through_its_input_warp(occlusion_faces: 
     # the same photos as the other stages embed them (leam.embedding), up to the unit norm
     direct = embed_frames(target.module, spec, frames[rows], landmarks[rows], PADDING)
     assert torch.equal(embeddings, F.normalize(direct, dim=1))
+
+
+def test_a_batch_warp_grid_embeds_every_version_of_its_photos_bit_for_bit(occlusion_faces: dict) -> None:  # noqa: F811
+    frames = occlusion_faces["frames"][:4]
+    chip = np.vstack([dlib_chip_matrix(FRAME, PADDING, TINY_INPUT, 0.25), [0, 0, 1]])
+    matrices = np.stack([(cv2.getRotationMatrix2D((32, 32), angle, 1.0 + angle / 100) @ chip)
+                         for angle in (-6.0, 0.0, 3.0, 8.0)])  # one warp per photo
+    target = occ.Target("tiny", TinyFaceNet(), TINY_INPUT, matrices)
+    rows = np.array([3, 0, 2])
+    batch = frames_to_tensor(frames[rows])
+    grid = target.input_grid(rows, FRAME)
+    assert grid.shape == (3, TINY_INPUT, TINY_INPUT, 2)
+    for version in (batch, torch.where(batch > 128, 0.0, batch)):  # clean and an occluded version
+        assert torch.equal(target.embed_on_grid(version, grid), target.embed(version, rows))
+    # a queue mixing versions of the batch's photos takes rows of the batch's grid
+    pick = np.array([2, 2, 0, 1])
+    assert torch.equal(grid[torch.from_numpy(pick)], target.input_grid(rows[pick], FRAME))

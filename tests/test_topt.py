@@ -1,4 +1,4 @@
-"""Top-t selection (leam.topt): the count rule, ties, all-zero maps, valid regions, range errors."""
+"""Top-t selection (leam.topt): the count rule, ties, all-zero maps, valid regions, range errors, pixel order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from leam.errors import LeamError
-from leam.topt import check_fraction, effective_thresholds, pixel_ranks, top_count, top_fraction_mask
+from leam.topt import check_fraction, effective_thresholds, pixel_order, pixel_ranks, top_count, top_fraction_mask
 
 
 def test_count_is_round_half_up_at_least_one():
@@ -125,3 +125,28 @@ def test_tensors_in_tensors_out_and_numpy_agrees():
         assert np.array_equal(top_fraction_mask(frozen, 0.05), top_fraction_mask(maps, 0.05))
     with pytest.raises(LeamError, match=r"shape \(N, H, W\)"):
         top_fraction_mask(maps[0], 0.05)
+
+
+def test_pixel_order_lists_the_pixels_by_rank():
+    rng = np.random.default_rng(4)
+    maps = np.round(rng.random((3, 12, 12)), 1).astype(np.float32)  # many ties
+    maps[1, 2, 3] = np.nan
+    region = np.zeros((3, 12, 12), bool)
+    region[:, 2:9, 3:10] = True
+    region[2] = False
+    region[2, 0, :4] = True  # 4 pixels
+    for valid in (None, region):
+        ranks = pixel_ranks(maps, valid=valid).reshape(3, -1)
+        order = pixel_order(maps, valid=valid)
+        assert order.dtype == np.int64 and order.shape == (3, 144)
+        assert np.array_equal(order, np.argsort(ranks, axis=1))  # the inverse permutation of the ranks
+        top = pixel_order(maps, 30, valid=valid)
+        assert np.array_equal(top, order[:, :30])
+        for count in (1, 7, 30):
+            mask = np.zeros((3, 144), bool)
+            np.put_along_axis(mask, top[:, :count], True, axis=1)
+            assert np.array_equal(mask, ranks < count)
+    assert torch.equal(pixel_order(torch.from_numpy(maps), 5), torch.from_numpy(pixel_order(maps, 5)))
+    assert pixel_order(maps, 0).shape == (3, 0)
+    with pytest.raises(LeamError, match="count=145 pixels of maps with 144 pixels"):
+        pixel_order(maps, 145)

@@ -39,12 +39,20 @@ from leam.occlusion.experiment import (
     run_experiment,
 )
 from leam.occlusion.fills import BLUR_SIGMA_FRACTION, FILLS, fill_values, gaussian_blur, occlude
-from leam.occlusion.masks import RANDOM_KINDS, random_blob_scores, random_scores, upsample_maps
+from leam.occlusion.masks import (
+    RANDOM_KINDS,
+    TopPixels,
+    random_blob_scores,
+    random_scores,
+    top_pixel_masks,
+    upsample_maps,
+)
 from leam.occlusion.selection import select_images
 from leam.occlusion.stats import drop_tables, headline, leam_vs_random, per_image_drops, summarize_drops
 from leam.occlusion.targets import Target
 
 __all__ = ["BLUR_SIGMA_FRACTION", "DROP_COLUMNS", "FILLS", "RANDOM_KINDS", "Design", "Experiment", "Target", "Timing",
+           "TopPixels", "top_pixel_masks",
            "drop_tables", "example_panel", "example_panels",
            "fill_values", "gaussian_blur", "guide_layers", "headline", "leam_vs_random",
            "metrics_document", "occlude", "occlusion_drops", "per_image_drops", "plan_experiment", "random_blob_scores",

@@ -3,8 +3,8 @@
 ``drop = clean - occluded``, the cosine similarity to the image's LEAM reference of the clean frame minus
 that of the occluded frame, under the *target* model. A :class:`Design` names the thresholds, the fill,
 the random baselines and the LEAM guide maps per source model; :func:`occlusion_drops` returns one tidy
-row per (target, source, map, threshold, kind, repeat, image). Each batch of occluded images is one
-forward pass per target; :class:`Timing` counts them.
+row per (target, source, map, threshold, kind, repeat, image). Occluded frames are embedded ``batch_size``
+at a time, across masks and thresholds; :class:`Timing` counts the forward passes per target.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from tqdm import tqdm
 from leam.embedding import frames_to_tensor, reference_embeddings
 from leam.errors import LeamError, check_choice
 from leam.occlusion.fills import FILLS, fill_values, occlude
-from leam.occlusion.masks import RANDOM_KINDS, random_blob_scores, random_scores, upsample_maps
+from leam.occlusion.masks import RANDOM_KINDS, TopPixels, top_pixel_masks
 from leam.occlusion.targets import Target, cosine
-from leam.topt import check_fraction, pixel_ranks, top_count
+from leam.topt import check_fraction, top_count
 
 __all__ = ["Design", "Timing", "occlusion_drops"]
 
@@ -67,11 +67,20 @@ class Timing:
         return 1000.0 * self.seconds / self.images if self.images else float("nan")
 
 
+def _mask_plan(design: Design) -> list[tuple[str, str, str, int, tuple]]:
+    """(source, map, kind, repeat, mask name of :class:`TopPixels`) of every mask, in the rows' order:
+    the LEAM guides per source and map, then each random kind's repeats."""
+    plan = [(source, map_name, "leam", 0, ("leam", source, map_name))
+            for source, maps in design.guides.items() for map_name in maps]
+    return plan + [("none", "none", f"random_{kind}", repeat, (f"random_{kind}", repeat))
+                   for kind in design.random_kinds for repeat in range(design.random_repeats)]
+
+
 def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Sequence[str],
                     reference_rows: Sequence[int | Sequence[int]], face_region: np.ndarray | None,
                     targets: Sequence[Target], design: Design, batch_size: int = 32,
                     device: torch.device | str = "cpu",
-                    timings: dict[str, Timing] | None = None) -> pd.DataFrame:
+                    timings: dict[str, Timing] | None = None, masks: TopPixels | None = None) -> pd.DataFrame:
     """Similarity drops of every (target, source, map, threshold) LEAM mask and every random baseline.
 
     frames: uint8 (M, S, S, 3) analysis frames (all images, including references).
@@ -80,7 +89,15 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
     Returns one row per (target, source, map, threshold, kind, repeat, image) with columns
     ``source, target, map, threshold, kind, repeat, image, clean, occluded, drop`` (``image`` = position in
     ``image_rows``). Random rows have source and map ``none``: they do not depend on a source model.
-    Each batch of occluded images is one forward pass per target.
+
+    Batching: ``batch_size`` images at a time; their clean frames are one forward pass per target, and
+    every (mask, threshold) version of them is queued and embedded ``batch_size`` frames per forward pass
+    (a full batch of images gives one pass per mask and threshold). Each mask is ranked once for all
+    targets (``masks``, a :class:`TopPixels` of these images whose ``guides`` are ``design.guides``' arrays;
+    built here when not given, shared across calls by ``run_experiment``), and each batch's warps into a
+    target's input are computed once (``Target.input_grid``) for all of its occluded versions. Every pass
+    has at least 16 rows (``leam.embedding``), so no value depends on ``batch_size`` or on how the versions
+    fall into passes.
     """
     device = torch.device(device)
     size = frames.shape[1]
@@ -88,19 +105,32 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
     if any(kind in ("face", "blob") for kind in design.random_kinds) and design.random_repeats and face_region is None:
         raise LeamError("random face and blob baselines need a face region")
     counts = {t: top_count(t, size * size) for t in design.thresholds}
+    plan = _mask_plan(design)
+    if masks is None:
+        masks = TopPixels(image_ids, size, max(counts.values(), default=1), design.seed, design.guides, face_region,
+                          batch_size, device)
+    for _, _, kind, _, name in plan:
+        if kind == "leam" and masks.guides.get(name[1], {}).get(name[2]) is not design.guides[name[1]][name[2]]:
+            raise LeamError(f"occlusion masks were ranked for other {name[2]!r} maps of {name[1]!r} than the design's")
+    if plan and masks.count < max(counts.values(), default=1):
+        raise LeamError(f"occlusion masks keep {masks.count} pixels, threshold {max(counts)} needs {max(counts.values())}")
+    threshold_values, count_values = list(counts), list(counts.values())
+    versions = [(m, t) for m in range(len(plan)) for t in range(len(counts))]  # (mask, threshold) per version
+    version_mask = torch.tensor([m for m, _ in versions], dtype=torch.int64, device=device)
+    version_count = torch.tensor([count_values[t] for _, t in versions], dtype=torch.int64, device=device)
     if face_region is not None:
         region_pixels = np.asarray(face_region).reshape(len(image_rows), -1).sum(axis=1)
-    records: list[pd.DataFrame] = []
+    columns: dict[str, list] = {name: [] for name in _COLUMNS}
     for target in targets:
         target.module.to(device)
         timing = timings.setdefault(target.name, Timing()) if timings is not None else Timing()
 
-        def forward(batch: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        def timed(embed, *args) -> torch.Tensor:
             start = time.perf_counter()
-            out = target.embed(batch, rows)
+            out = embed(*args)
             timing.seconds += time.perf_counter() - start
             timing.forwards += 1
-            timing.images += batch.shape[0]
+            timing.images += out.shape[0]
             return out
 
         # Reference embeddings: clean frames of every row any reference needs.
@@ -109,52 +139,45 @@ def occlusion_drops(frames: np.ndarray, image_rows: np.ndarray, image_ids: Seque
         chunks = []
         for start in range(0, len(needed), batch_size):
             rows = np.asarray(needed[start:start + batch_size])
-            chunks.append(forward(frames_to_tensor(frames[rows], device), rows))
+            chunks.append(timed(target.embed, frames_to_tensor(frames[rows], device), rows))
         if chunks:
             ref_clean = torch.cat(chunks)
         position = {row: i for i, row in enumerate(needed)}
         references = reference_embeddings(
             ref_clean, [[position[int(r)] for r in ([rows] if np.isscalar(rows) else rows)] for rows in reference_rows])
+        orders = [masks.order(name) for *_, name in plan]
 
         for start in tqdm(range(0, len(image_rows), batch_size), desc=f"occlusion {target.name}", leave=False):
             stop = min(start + batch_size, len(image_rows))
-            rows = image_rows[start:stop]
-            ids = list(image_ids[start:stop])
+            rows, n = image_rows[start:stop], stop - start
             batch = frames_to_tensor(frames[rows], device)
             ref = references[start:stop].to(device)
-            clean = cosine(forward(batch, rows), ref)
+            clean = cosine(timed(target.embed, batch, rows), ref).cpu().numpy()
             fills = fill_values(batch, design.fill)
-            base = {"target": target.name, "image": np.arange(start, stop)}
-
-            def score(ranks: torch.Tensor, source: str, map_name: str, kind: str, repeat: int,
-                      valid: np.ndarray | None = None) -> None:
-                for threshold, count in counts.items():
-                    occluded = cosine(forward(occlude(batch, ranks < count, fills), rows), ref)
-                    clean_np, occluded_np = clean.cpu().numpy(), occluded.cpu().numpy()
-                    if valid is not None:
-                        bad = valid < count
-                        occluded_np = np.where(bad, np.nan, occluded_np)
-                    records.append(pd.DataFrame({
-                        **base, "source": source, "map": map_name, "threshold": threshold, "kind": kind,
-                        "repeat": repeat, "clean": clean_np, "occluded": occluded_np,
-                        "drop": clean_np - occluded_np}))
-
-            for source, maps in design.guides.items():
-                for map_name, grid_maps in maps.items():
-                    guide = torch.as_tensor(np.asarray(grid_maps[start:stop], dtype=np.float32), device=device)
-                    score(pixel_ranks(upsample_maps(guide, size)), source, map_name, "leam", 0)
-            for kind in design.random_kinds:
-                for repeat in range(design.random_repeats):
-                    valid, inside = None, None
-                    if kind == "blob":
-                        region = torch.as_tensor(np.asarray(face_region[start:stop]), device=device)
-                        scores = random_blob_scores(ids, region, design.seed, repeat)
-                    else:
-                        scores = random_scores(ids, size, design.seed, kind, repeat).to(device)
-                    if kind == "face":  # face pixels rank first; too small a face gives NaN (see score)
-                        inside = torch.as_tensor(np.asarray(face_region[start:stop]), device=device)
-                        valid = region_pixels[start:stop]
-                    score(pixel_ranks(scores, valid=inside), "none", "none", f"random_{kind}", repeat, valid)
-    if not records:
+            grid = target.input_grid(rows, size, device)
+            batch_orders = torch.from_numpy(np.stack([order[start:stop] for order in orders]).astype(np.int64)
+                                            if orders else np.zeros((0, n, 1), dtype=np.int64)).to(device)
+            occluded = torch.empty(len(versions) * n, dtype=torch.float32)
+            for first in range(0, len(versions) * n, batch_size):  # frame f = image f % n under version f // n
+                flat = torch.arange(first, min(first + batch_size, len(versions) * n), device=device)
+                version, image = flat // n, flat % n
+                occlude_masks = top_pixel_masks(batch_orders[version_mask[version], image], version_count[version], size)
+                # a forward holding one whole version (a full batch) takes the batch's tensors as they are
+                pick = slice(None) if len(flat) == n and first % n == 0 else image
+                embedded = timed(target.embed_on_grid, occlude(batch[pick], occlude_masks, fills[pick]), grid[pick])
+                occluded[first:first + len(flat)] = cosine(embedded, ref[pick]).cpu()
+            occluded_np = occluded.numpy().reshape(len(versions), n)
+            for (mask, t), values in zip(versions, occluded_np):
+                source, map_name, kind, repeat, _ = plan[mask]
+                if kind == "random_face":  # too small a face for the mask: NaN (counted by metrics_document)
+                    values = np.where(region_pixels[start:stop] < count_values[t], np.nan, values)
+                for column, value in (("target", target.name), ("source", source), ("map", map_name),
+                                      ("threshold", threshold_values[t]), ("kind", kind), ("repeat", repeat)):
+                    columns[column].append(np.full(n, value))
+                columns["image"].append(np.arange(start, stop))
+                columns["clean"].append(clean)
+                columns["occluded"].append(values)
+                columns["drop"].append(clean - values)
+    if not columns["image"]:
         return pd.DataFrame(columns=_COLUMNS)
-    return pd.concat(records, ignore_index=True)[_COLUMNS]
+    return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})[_COLUMNS]

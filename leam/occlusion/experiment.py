@@ -24,9 +24,11 @@ import torch
 from leam.errors import LeamError
 from leam.face_region import face_region
 from leam.occlusion.drops import Design, Timing, occlusion_drops
+from leam.occlusion.masks import TopPixels
 from leam.occlusion.selection import select_images
 from leam.occlusion.stats import headline
 from leam.occlusion.targets import Target
+from leam.topt import top_count
 
 __all__ = ["DROP_COLUMNS", "Experiment", "guide_layers", "metrics_document", "plan_experiment", "run_experiment"]
 
@@ -142,13 +144,18 @@ def run_experiment(experiment: Experiment, targets: Iterable[Target], design: De
     first = experiment.map_names[0]
     timings: dict[str, Timing] = {}
     parts = []
+    image_ids = experiment.selection.image_id.tolist()
+    counts = [top_count(t, experiment.frame_size ** 2) for t in design.thresholds]
+    # Masks depend on no target: each is ranked once (on first use) and serves every target and threshold.
+    masks = TopPixels(image_ids, experiment.frame_size, max(counts, default=1), design.seed, experiment.guides,
+                      experiment.face_region, batch_size, device)
     for target in targets:
         chosen = {source: (maps if source == target.name else {first: maps[first]})
                   for source, maps in experiment.guides.items() if transfer or source == target.name}
         parts.append(occlusion_drops(
-            experiment.frames, experiment.image_rows, experiment.selection.image_id.tolist(), experiment.reference_rows,
+            experiment.frames, experiment.image_rows, image_ids, experiment.reference_rows,
             experiment.face_region, [target], replace(design, guides=chosen), batch_size=batch_size, device=device,
-            timings=timings))
+            timings=timings, masks=masks))
         timing = timings[target.name]
         log.info("target %s: %.1f ms per image-forward (%d images in %d forwards)", target.name,
                  timing.ms_per_image, timing.images, timing.forwards)

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from leam.embedding import embed_frame_tensors
+from leam.embedding import embed_frame_tensors, embed_frames_on_grid
+from leam.frame import frame_to_input_grid
 
 if TYPE_CHECKING:
     from leam.models.spec import ModelSpec
@@ -47,6 +48,17 @@ class Target:
         """
         embeddings = embed_frame_tensors(self.module, frames, self.frame_to_input[rows], self.input_size)
         return F.normalize(embeddings.to(torch.float32), dim=1)
+
+    def input_grid(self, rows: np.ndarray, frame_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The sampling grid (B, s, s, 2) of the ``rows`` photos' frame -> input warps (frames S x S), computed
+        once to embed many occluded versions of the same photos with :meth:`embed_on_grid`."""
+        rows = np.asarray(rows)
+        return frame_to_input_grid(self.frame_to_input[rows], len(rows), frame_size, self.input_size, device)
+
+    def embed_on_grid(self, frames: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed` of frames (B, 3, S, S) whose warp grid (B, s, s, 2) is already computed (:meth:`input_grid`
+        of the same photos): the same unit-norm embeddings (B, D) bit for bit, one forward pass."""
+        return F.normalize(embed_frames_on_grid(self.module, frames, grid).to(torch.float32), dim=1)
 
 
 def cosine(embeddings: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
