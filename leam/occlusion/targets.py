@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from leam.embedding import embed_frame_tensors, embed_frames_on_grid
+from leam.frame import frame_to_input as warp_to_input
 from leam.frame import frame_to_input_grid
 
 if TYPE_CHECKING:
@@ -41,12 +42,15 @@ class Target:
         """The target of a registered model, its input warp computed from frame landmarks (N, 68, 2)."""
         return cls(spec.name, module, spec.input_size, np.asarray(spec.input_warp(landmarks, frame_size, frame_padding)))
 
-    def embed(self, frames: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+    def embed(self, frames: torch.Tensor, rows: np.ndarray, grad: bool = False) -> torch.Tensor:
         """Unit-norm embeddings (B, D) float32 of (occluded) frames (B, 3, S, S) in 0..255, one forward pass.
 
-        ``rows`` index ``frame_to_input`` for the images of the batch.
+        ``rows`` index ``frame_to_input`` for the images of the batch. ``grad=True`` keeps the graph from
+        the frames (the protect stage's PGD differentiates through the warp and the network).
         """
-        embeddings = embed_frame_tensors(self.module, frames, self.frame_to_input[rows], self.input_size)
+        matrices = self.frame_to_input[rows]
+        embeddings = (self.module(warp_to_input(frames, matrices, self.input_size)) if grad
+                      else embed_frame_tensors(self.module, frames, matrices, self.input_size))
         return F.normalize(embeddings.to(torch.float32), dim=1)
 
     def input_grid(self, rows: np.ndarray, frame_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
