@@ -269,8 +269,9 @@ def registered_models() -> list[str]:
 def test_registered_model_fast_path_equals_reference_on_real_faces(name, weights_dir, real_faces):
     """One real same-person pair; every layer for dlib_resnet, the shallowest, a middle and the deepest otherwise.
 
-    One image on both sides: batched convolutions may pick other kernels (float32 summation order), which
-    ``test_batched_pairs_equal_one_at_a_time`` covers separately.
+    One image on both sides, but the fast path pads every pass to 16 rows (leam.device) and the reference runs one
+    row, so their convolutions take different kernels (float32 summation order): 5e-5 of the peak, not 1e-5
+    (mobilefacenet's deepest layer differs by 1.05e-5). A wrong map differs by order 1.
     """
     spec, model = load_registered(name, weights_dir)
     embeddings = embed_frames(model, spec, real_faces["frames"][:2], real_faces["landmarks"][:2], FRAME_PADDING)
@@ -281,7 +282,7 @@ def test_registered_model_fast_path_equals_reference_on_real_faces(name, weights
     for j in checked:
         slow = reference_map(model, inputs[0], embeddings[1], spec.layers[j])
         assert float(slow.max()) > 0
-        assert_close(fast.maps[0, j], slow)
+        assert_close(fast.maps[0, j], slow, tol=5e-5)
 
 
 @pytest.mark.parametrize("name", registered_models())
