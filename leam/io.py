@@ -277,6 +277,24 @@ def read_parsing(parsing_dir: str | os.PathLike) -> tuple[np.ndarray, pd.DataFra
     return labels, index, read_json_checked(paths[2], ("backend", "available"), stage="parse")
 
 
+def read_parsing_reference(parsing_dir: str | os.PathLike, index: pd.DataFrame,
+                           classes: dict) -> tuple[str, np.ndarray, np.ndarray, list[str]] | None:
+    """The reference parser's outputs the parse stage wrote beside its labels (``classes.json``'s
+    ``reference``: mesh runs the landmark parser), or None when it ran none: ``(backend, labels (N, S, S) uint8
+    memory-mapped, parsed (N,) bool from index.csv's reference_parsed, the classes it produces)``."""
+    entry = classes.get("reference")
+    if not entry:
+        return None
+    path = Path(parsing_dir) / entry["labels"]
+    if not path.is_file() or "reference_parsed" not in index:
+        raise LeamError(f"{Path(parsing_dir) / 'classes.json'} names a reference parser but {path} or index.csv's "
+                        f"reference_parsed column is missing (run `dvc repro parse`)")
+    labels = load_npy(path, mmap_mode="r", stage="parse")
+    if labels.ndim != 3 or labels.shape[0] != len(index):
+        raise LeamError(f"{path} has shape {labels.shape} but index.csv lists {len(index)} images")
+    return str(entry["backend"]), labels, index["reference_parsed"].astype(bool).to_numpy(), list(entry["available"])
+
+
 def aligned_rows(index: pd.DataFrame, image_ids, index_path: Path) -> np.ndarray:
     """Array rows (``row`` column, else position) of ``image_ids`` in an aligned index (read from
     ``index_path``, named in the error), in that order; an unknown id is one LeamError."""

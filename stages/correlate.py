@@ -15,7 +15,13 @@ Writes data/correlation/shares_per_image.csv   model, layer, threshold, image_id
        data/correlation/shares_by_identity.csv n, mean, std per identity
        data/correlation/enrichment.csv         mean share / mean area of the part (1 = no preference)
        data/correlation/exclusions.csv         images without parser labels, maps without mass
-       metrics/correlation.json                per model/layer class shares at `threshold`; headline regions
+       data/correlation/parser_comparison.csv  at `threshold`, per model/layer/level/part: mean share with the
+                                               parser and with the parse stage's reference parser (mesh: the
+                                               landmark parser) over the faces both labelled, their difference
+                                               and its paired 95% bootstrap CI (header only without a reference)
+       metrics/correlation.json                per model/layer class shares at `threshold`; headline regions;
+                                               parser_comparison (headline regions under both parsers, or why
+                                               it was skipped)
 
 Examples:
   python -m stages.correlate
@@ -29,12 +35,22 @@ import logging
 import sys
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.io import read_leam_outputs, read_parsing, write_csv_atomic, write_json_atomic
-from leam.metrics.correlation import correlate_models, metrics_document, summarise_shares
+from leam.io import read_leam_outputs, read_parsing, read_parsing_reference, write_csv_atomic, write_json_atomic
+from leam.metrics.correlation import (
+    COMPARISON_COLUMNS,
+    ParserReference,
+    compare_parsers,
+    comparison_document,
+    correlate_models,
+    metrics_document,
+    summarise_shares,
+)
+from leam.parsing.classes import CLASSES
 from leam.topt import effective_thresholds
 
 log = logging.getLogger("leam.correlate")
@@ -45,9 +61,15 @@ def main(args: argparse.Namespace) -> None:
     threshold = config.threshold
     thresholds = effective_thresholds(config.correlate.thresholds, threshold)
     labels, index, classes = read_parsing(args.parsing_dir)
+    found = read_parsing_reference(args.parsing_dir, index, classes)
+    reference = None
+    if found is not None:
+        name, reference_labels, reference_parsed, reference_available = found
+        either = [c for c in CLASSES if c in {*classes.get("available", []), *reference_available}]
+        reference = ParserReference(name, reference_labels, reference_parsed, threshold, either)
     outputs = ((model, *read_leam_outputs(Path(args.leam_dir), model))
                for model in tqdm(config.models, desc="correlate", disable=args.no_progress))
-    result = correlate_models(outputs, labels, index, thresholds, classes.get("available", []))
+    result = correlate_models(outputs, labels, index, thresholds, classes.get("available", []), reference)
     summaries = summarise_shares(result.per_image, n_boot=config.correlate.bootstrap, seed=config.seed)
 
     out = Path(args.out)
@@ -60,10 +82,24 @@ def main(args: argparse.Namespace) -> None:
     document = metrics_document(summaries["shares_summary"], threshold, result.counts)
     document["parser"] = {"backend": classes.get("backend"), "available": classes.get("available", [])}
     document["thresholds"] = thresholds
+    if reference is None:
+        comparison = pd.DataFrame(columns=COMPARISON_COLUMNS)
+        document["parser_comparison"] = {"skipped": f"parsing.backend {classes.get('backend')} ran no reference "
+                                                    "parser (only mesh runs the landmark parser beside it)"}
+    else:
+        comparison = compare_parsers(result.comparison, n_boot=config.correlate.bootstrap, seed=config.seed)
+        document["parser_comparison"] = comparison_document(comparison, classes.get("backend"), reference.backend,
+                                                            result.counts)
+    write_csv_atomic(out / "parser_comparison.csv", comparison.round(6))
     write_json_atomic(args.metrics, document)
     for model, regions in document["headline"].items():
         log.info("correlate %s (overall, top %.3g): %s; %d images", model, threshold,
                  ", ".join(f"{k} {v:.3f}" for k, v in regions.items()), result.counts[model]["images"])
+    if reference is not None:
+        for model, regions in document["parser_comparison"]["headline"].items():
+            log.info("correlate %s parser comparison (overall, top %.3g), %s - %s: %s", model, threshold,
+                     classes.get("backend"), reference.backend,
+                     ", ".join(f"{k} {v['difference']:+.3f}" for k, v in regions.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,12 +15,16 @@ Backends (``parsing.backend``):
 Faces whose landmarks are unusable (NaN, far outside the frame, degenerate, mirrored), or whose mesh fails
 (low face presence, points outside the frame) are counted discards: their label rows stay all-255 and
 ``index.csv`` marks them ``parsed=False``. With ``mesh`` the landmark parser runs too, as the reference of the
-agreement figures in ``metrics/parsing.json``.
+agreement figures in ``metrics/parsing.json`` and of the correlate stage's parser comparison (its labels are
+written beside the mesh's; classes.json names them under ``reference``).
 
 Reads  data/aligned/{frames.npy,landmarks.npy,index.csv}
 Writes data/parsing/labels.npy     uint8 (N, S, S) canonical ids, rows = data/aligned/index.csv rows
+       data/parsing/reference_labels.npy  mesh: the landmark parser's labels, same shape and rows (the correlate
+                                   stage's parser comparison)
        data/parsing/classes.json   class table, regions, which classes this backend produces
-       data/parsing/index.csv      row, image_id, identity, gender, parsed, labelled_fraction, per-region areas
+       data/parsing/index.csv      row, image_id, identity, gender, parsed, labelled_fraction, per-region areas;
+                                   mesh: reference_parsed (the landmark parser kept the face)
        data/parsing/discards.csv   image_id, reason
        data/parsing/examples/*.png label overlays of a few faces (for the report; mesh: beside the landmark
                                    parser's)
@@ -46,7 +50,7 @@ from leam.examples import first_per_identity, write_examples
 from leam.io import read_aligned, save_npy_atomic, write_csv_atomic, write_json_atomic
 from leam.models.human_models import TARBALL_NAME, fetch_parser_graphs
 from leam.parsing import label_overlay, label_panel, parse_frames
-from leam.parsing.tables import parse_metrics, parse_tables
+from leam.parsing.tables import REFERENCE_LABELS, parse_metrics, parse_tables
 
 log = logging.getLogger("leam.parse")
 
@@ -64,11 +68,13 @@ def main(args: argparse.Namespace) -> None:
         reference = parse_frames("landmarks", frames, landmarks, settings)
     result = parse_frames(backend, frames, landmarks, settings, cache_dir=Path(args.cache_dir),
                           frame_padding=config.align.padding, mesh_graphs=graphs)
-    tables = parse_tables(index, result, backend, settings)
+    tables = parse_tables(index, result, backend, settings, reference)
     metrics = parse_metrics(result, backend, landmarks, reference)
 
     out = Path(args.out)
     save_npy_atomic(out / "labels.npy", result.labels)
+    if reference is not None:
+        save_npy_atomic(out / REFERENCE_LABELS, reference.labels)
     write_json_atomic(out / "classes.json", tables.classes)
     write_csv_atomic(out / "index.csv", tables.index)
     write_csv_atomic(out / "discards.csv", tables.discards)

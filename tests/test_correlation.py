@@ -10,10 +10,14 @@ from leam.errors import LeamError
 from leam.metrics.correlation import (
     NUM_PARTS,
     PARTS,
+    ParserReference,
     class_shares,
+    compare_parsers,
+    comparison_document,
     correlate_models,
     label_fractions,
     metrics_document,
+    paired_class_shares,
     summarise_shares,
     tidy_shares,
 )
@@ -144,6 +148,55 @@ def test_correlate_models_matches_images_by_id_and_counts_exclusions():
         correlate_models([("m3", maps[:1], {"layers": ["overall"]}, meta.iloc[2:])], labels, parsing_index, [1.0], [])
 
 
+def test_paired_shares_rank_once_and_match_each_parser_alone():
+    """The reference labels (nose relabelled skin) get the same top cells: nose share moves to skin exactly."""
+    labels, maps = _known_set()
+    reference = np.where(labels == NOSE, SKIN, labels).astype(np.uint8)
+    thresholds = [0.125, 0.25, 1.0]
+    shares, reference_shares, valid = paired_class_shares(maps, label_fractions(labels, 4), label_fractions(reference, 4),
+                                                          thresholds, at=0.25, chunk=1)
+    alone, alone_valid = class_shares(maps, label_fractions(labels, 4), thresholds)
+    np.testing.assert_array_equal(shares, alone)
+    np.testing.assert_array_equal(valid, alone_valid)
+    np.testing.assert_array_equal(reference_shares, class_shares(maps, label_fractions(reference, 4), [0.25])[0][:, :, 0])
+    ranked = reference_shares[0, 0]                             # top 4: not-labelled, eye/nose -> eye/skin, skin, skin
+    assert ranked[NOSE] == 0 and ranked[SKIN] == pytest.approx(0.625) and ranked[EYE] == pytest.approx(0.125)
+    assert np.isnan(reference_shares[1]).all()
+    with pytest.raises(LeamError, match="comparison threshold 0.5 is not one of"):
+        paired_class_shares(maps, label_fractions(labels, 4), label_fractions(reference, 4), thresholds, at=0.5)
+
+
+def test_parser_comparison_uses_the_faces_both_parsers_labelled():
+    """Three images, the reference discards one: the comparison covers the other two, same shares as alone."""
+    labels, maps = _known_set()
+    labels = np.concatenate([labels, labels[:1]])
+    maps = np.concatenate([maps, maps[:1] * 0 + 1])[:, :1]          # image 1 has no mass; image 2 a flat map
+    meta = pd.DataFrame({"row": [0, 1, 2], "image_id": ["a/1", "b/1", "c/1"], "identity": ["a", "b", "c"],
+                         "gender": ["female", "male", "male"]})
+    index = pd.DataFrame({"image_id": meta.image_id, "row": [0, 1, 2], "parsed": [1, 1, 1]})
+    reference = np.where(labels == NOSE, SKIN, labels).astype(np.uint8)
+    parsed = np.array([True, True, False])                                # the reference lost c/1
+    classes = ["skin", "nose", "right_eye"]
+    ref = ParserReference("landmarks", reference, parsed, 0.25, classes)
+    result = correlate_models([("m", maps, {"layers": ["overall"]}, meta)], labels, index, [0.25, 1.0], classes, ref)
+    plain = correlate_models([("m", maps, {"layers": ["overall"]}, meta)], labels, index, [0.25, 1.0], classes)
+    pd.testing.assert_frame_equal(result.per_image, plain.per_image)
+    assert result.counts["m"]["compared_images"] == 2 and plain.comparison is None
+    compared = result.comparison
+    assert set(compared.image_id) == {"a/1"}                             # b/1: no mass; c/1: no reference labels
+    main = plain.per_image.query("threshold == 0.25 and image_id == 'a/1'").reset_index(drop=True)
+    np.testing.assert_array_equal(compared.share.to_numpy(), main.share.to_numpy())
+    nose = compared.query("level == 'region' and part == 'nose'").iloc[0]
+    assert nose.share == pytest.approx(0.125) and nose.reference_share == 0
+    table = compare_parsers(compared, n_boot=20, seed=0)
+    row = table.query("level == 'region' and part == 'skin'").iloc[0]
+    assert row.n == 1 and row.difference == pytest.approx(-0.125) and row.ci_low == row.ci_high == row.difference
+    assert list(table.columns[-3:]) == ["difference", "ci_low", "ci_high"]
+    doc = comparison_document(table, "mesh", "landmarks", result.counts)
+    assert doc["images"] == {"m": 2} and doc["reference"] == "landmarks" and doc["threshold"] == 0.25
+    assert doc["headline"]["m"]["nose"] == {"share": 0.125, "reference": 0.0, "difference": 0.125, "ci": [0.125, 0.125]}
+
+
 def _shares_of(labels, maps, thresholds):
     fractions = label_fractions(labels, maps.shape[2])
     return class_shares(maps, fractions, thresholds)[0], fractions.mean(axis=1)
@@ -206,6 +259,27 @@ def test_parse_and_correlate_stages_end_to_end(aligned_small, tmp_path, capsys, 
     np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-4)
     enrichment = pd.read_csv(out / "enrichment.csv").query("part == 'nose' and threshold == 0.01")
     assert (enrichment.enrichment > 10).all()
+    assert "landmarks ran no reference parser" in doc["parser_comparison"]["skipped"]
+    assert pd.read_csv(out / "parser_comparison.csv").empty
+
+    # a reference parser beside the labels (as the mesh backend writes it): here the landmark labels, nose -> skin
+    parsing = tmp_path / "parsing"
+    np.save(parsing / "reference_labels.npy", np.where(labels == CLASS_ID["nose"], SKIN, labels).astype(np.uint8))
+    classes = json.loads((parsing / "classes.json").read_text())
+    classes["reference"] = {"backend": "landmarks", "labels": "reference_labels.npy", "available": classes["available"]}
+    (parsing / "classes.json").write_text(json.dumps(classes))
+    parsed_index = pd.read_csv(parsing / "index.csv")
+    parsed_index.assign(reference_parsed=parsed_index.parsed).to_csv(parsing / "index.csv", index=False)
+    assert correlate.run_stage("correlate", correlate.main, correlate.build_parser(),
+                               common + ["--leam-dir", str(tmp_path / "leam"), "--parsing-dir", str(parsing),
+                                         "--out", str(out), "--metrics", str(tmp_path / "corr.json"), "--no-progress"]) == 0
+    moved = json.loads((tmp_path / "corr.json").read_text())["parser_comparison"]
+    assert moved["images"] == {"toy": n} and moved["headline"]["toy"]["nose"]["reference"] == 0
+    assert moved["headline"]["toy"]["nose"]["share"] == pytest.approx(headline["nose"], abs=1e-4)
+    comparison = pd.read_csv(out / "parser_comparison.csv")
+    assert set(comparison.layer) == {"layer1", "overall"} and set(comparison.threshold) == {0.01}
+    skin = comparison.query("layer == 'overall' and level == 'region' and part == 'skin'").iloc[0]
+    assert skin.difference == pytest.approx(headline["skin"] - (headline["skin"] + headline["nose"]), abs=1e-4)
 
     capsys.readouterr()
     code = correlate.run_stage("correlate", correlate.main, correlate.build_parser(),

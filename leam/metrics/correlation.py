@@ -36,8 +36,9 @@ PARTS: tuple[str, ...] = (*CLASSES, NOT_LABELLED_NAME)
 NUM_PARTS = len(PARTS)
 HEADLINE_REGIONS = ("nose", "eyes", "brows", "mouth", "skin")
 
-__all__ = ["HEADLINE_REGIONS", "NUM_PARTS", "PARTS", "Correlation", "class_shares", "correlate_models",
-           "label_fractions", "metrics_document", "region_shares", "summarise_shares", "tidy_shares"]
+__all__ = ["COMPARISON_COLUMNS", "HEADLINE_REGIONS", "NUM_PARTS", "PARTS", "Correlation", "ParserReference", "class_shares",
+           "compare_parsers", "comparison_document", "correlate_models", "label_fractions", "metrics_document",
+           "paired_class_shares", "region_shares", "summarise_shares", "tidy_shares"]
 
 
 def label_fractions(labels: np.ndarray, grid: int, chunk: int = 64) -> np.ndarray:
@@ -69,33 +70,62 @@ def label_fractions(labels: np.ndarray, grid: int, chunk: int = 64) -> np.ndarra
 def class_shares(maps: np.ndarray, fractions: np.ndarray, thresholds: list[float],
                  chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Shares (N, L, T, 20) float64 and validity (N, L) bool for maps (N, L, G, G) and fractions (N, G*G, 20)."""
+    shares, valid = _shares_of_sets(maps, [(fractions, list(range(len(thresholds))))], thresholds, chunk)
+    return shares[0], valid
+
+
+def paired_class_shares(maps: np.ndarray, fractions: np.ndarray, reference: np.ndarray, thresholds: list[float],
+                        at: float, chunk: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two parsers' shares from the same top-t cells (one ranking serves both).
+
+    ``fractions`` and ``reference`` (N, G*G, 20) are two label sets of the same images; returns the
+    :func:`class_shares` of ``fractions`` (N, L, T, 20) at every threshold, those of ``reference`` (N, L, 20) at
+    threshold ``at`` (one of ``thresholds``) only, and the validity (N, L).
+    """
+    matches = [i for i, t in enumerate(thresholds) if np.isclose(t, at)]
+    if not matches:
+        raise LeamError(f"comparison threshold {at} is not one of the thresholds {thresholds}")
+    shares, valid = _shares_of_sets(maps, [(fractions, list(range(len(thresholds)))), (reference, matches[:1])],
+                                    thresholds, chunk)
+    return shares[0], shares[1][:, :, 0], valid
+
+
+def _shares_of_sets(maps: np.ndarray, sets: list[tuple[np.ndarray, list[int]]], thresholds: list[float],
+                    chunk: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Shares of several label fraction sets (N, G*G, 20), each at its threshold indices, and the validity (N, L)."""
     maps = np.asarray(maps)
     if maps.ndim != 4 or maps.shape[2] != maps.shape[3]:
         raise LeamError(f"maps must have shape (N, L, G, G), got {maps.shape}")
     n, layers, grid, _ = maps.shape
     cells = grid * grid
-    if fractions.shape != (n, cells, NUM_PARTS):
-        raise LeamError(f"label fractions {fractions.shape} do not match maps {maps.shape} (need ({n}, {cells}, {NUM_PARTS}))")
+    for fractions, _ in sets:
+        if fractions.shape != (n, cells, NUM_PARTS):
+            raise LeamError(f"label fractions {fractions.shape} do not match maps {maps.shape} "
+                            f"(need ({n}, {cells}, {NUM_PARTS}))")
     counts = [top_count(t, cells) if t < 1 else 0 for t in thresholds]
-    shares = np.full((n, layers, len(thresholds), NUM_PARTS), np.nan)
+    outs = [np.full((n, layers, len(wanted), NUM_PARTS), np.nan) for _, wanted in sets]
     valid = np.zeros((n, layers), dtype=bool)
     for start in range(0, n, chunk):
         values = maps[start:start + chunk].reshape(-1, layers, cells).astype(np.float32)
-        frac = fractions[start:start + chunk]
+        stop = start + values.shape[0]
         finite = np.isfinite(values).all(axis=2)
         weights_all = np.where(np.isfinite(values), np.clip(values, 0, None), 0)
         totals = weights_all.sum(axis=2)
         ok = finite & (totals > 0)
-        valid[start:start + values.shape[0]] = ok
+        valid[start:stop] = ok
         rank = pixel_ranks(values.reshape(-1, grid, grid)).reshape(values.shape)  # one sort, every threshold
         for ti, (threshold, k) in enumerate(zip(thresholds, counts)):
+            users = [(out, wanted.index(ti), fractions) for out, (fractions, wanted) in zip(outs, sets) if ti in wanted]
+            if not users:
+                continue
             if threshold >= 1:
                 weights = weights_all / np.where(totals > 0, totals, 1)[..., None]
             else:
                 weights = (rank < k).astype(np.float32) / k
-            part = np.matmul(weights, frac)                                           # (n, L, 20)
-            shares[start:start + values.shape[0], :, ti] = np.where(ok[..., None], part, np.nan)
-    return shares, valid
+            for out, column, fractions in users:
+                part = np.matmul(weights, fractions[start:stop])                      # (n, L, 20)
+                out[start:stop, :, column] = np.where(ok[..., None], part, np.nan)
+    return outs, valid
 
 
 def region_shares(shares: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -174,30 +204,54 @@ def metrics_document(summary: pd.DataFrame, threshold: float, counts: dict) -> d
 
 
 @dataclass
+class ParserReference:
+    """A second parser's labels of the same aligned rows (the parse stage's ``reference_labels.npy``), whose
+    shares are computed from the same top-t cells at ``threshold`` (the top-level ``threshold``)."""
+
+    backend: str               # the reference parser, e.g. ``landmarks``
+    labels: np.ndarray         # (M, S, S) uint8 canonical ids, rows as the parsing index
+    parsed: np.ndarray         # (M,) bool: the reference labelled the face
+    threshold: float           # top-t fraction of the comparison
+    classes: list[str]         # classes listed at class level (those either parser produces)
+
+
+@dataclass
 class Correlation:
     """Shares of every model: ``per_image`` (:func:`tidy_shares` rows of all models), ``exclusions`` (model,
     layer, image_id, reason: ``no_parser_labels`` for a whole image (layer ``*``), ``map_without_mass`` for
-    one map) and ``counts`` per model (images, no_parser_labels, maps_without_mass, layers)."""
+    one map) and ``counts`` per model (images, no_parser_labels, maps_without_mass, layers). With a
+    :class:`ParserReference`, ``comparison`` holds per image, at its threshold, the share under both parsers
+    (:func:`tidy_shares` rows with ``reference_share``) over the faces both labelled; else it is None."""
 
     per_image: pd.DataFrame
     exclusions: pd.DataFrame
     counts: dict = field(default_factory=dict)
+    comparison: pd.DataFrame | None = None
 
 
 def correlate_models(outputs: Iterable[tuple[str, np.ndarray, dict, pd.DataFrame]], labels: np.ndarray,
-                     parsing_index: pd.DataFrame, thresholds: list[float], keep_classes: list[str]) -> Correlation:
+                     parsing_index: pd.DataFrame, thresholds: list[float], keep_classes: list[str],
+                     reference: ParserReference | None = None) -> Correlation:
     """Class shares of each model's maps, over the images the parser labelled.
 
     ``outputs`` yields ``(model, maps (N, L, G, G), layers.json document, meta.csv)`` per model (the leam
     stage's outputs, ``leam.io.read_leam_outputs``); ``labels`` (M, S, S) and ``parsing_index`` (``image_id,
     row, parsed``) are the parse stage's. Images are matched by ``image_id``; a model with no labelled
     image is an error (LEAM and parser outputs from different aligned sets). Label fractions are computed
-    once per (images, grid), since models share photos and grid.
+    once per (images, grid), since models share photos and grid. ``reference`` adds the shares under a
+    second parser's labels (:func:`paired_class_shares`: no second ranking) on the images both labelled.
     """
     parsed = parsing_index.parsed.astype(bool)
     parsed_row = dict(zip(parsing_index.image_id[parsed], parsing_index.row[parsed]))
-    tables, exclusions, counts = [], [], {}
-    fractions_of: dict[tuple[bytes, int], np.ndarray] = {}
+    tables, exclusions, counts, compared = [], [], {}, []
+    fractions_of: dict[tuple[str, bytes, int], np.ndarray] = {}
+
+    def fractions_for(name: str, source: np.ndarray, rows: np.ndarray, grid: int) -> np.ndarray:
+        key = (name, rows.tobytes(), grid)
+        if key not in fractions_of:
+            fractions_of[key] = label_fractions(np.asarray(source[rows]), grid)
+        return fractions_of[key]
+
     for model, maps, layer_info, meta in outputs:
         layers = list(layer_info["layers"])
         has_labels = meta.image_id.map(lambda image_id: image_id in parsed_row).to_numpy(dtype=bool)
@@ -206,11 +260,22 @@ def correlate_models(outputs: Iterable[tuple[str, np.ndarray, dict, pd.DataFrame
                             f"come from the same aligned set?")
         keep = np.flatnonzero(has_labels)
         rows = np.array([parsed_row[image_id] for image_id in meta.image_id[keep]], dtype=np.int64)
-        key = (rows.tobytes(), int(maps.shape[2]))
-        if key not in fractions_of:
-            fractions_of[key] = label_fractions(np.asarray(labels[rows]), maps.shape[2])
-        fractions = fractions_of[key]
-        shares, valid = class_shares(np.asarray(maps[keep]), fractions, thresholds)
+        grid = int(maps.shape[2])
+        fractions = fractions_for("labels", labels, rows, grid)
+        if reference is None:
+            shares, valid = class_shares(np.asarray(maps[keep]), fractions, thresholds)
+        else:
+            both = np.asarray(reference.parsed, dtype=bool)[rows]
+            reference_fractions = fractions_for("reference", reference.labels, rows, grid)
+            shares, reference_shares, valid = paired_class_shares(np.asarray(maps[keep]), fractions,
+                                                                  reference_fractions, thresholds, reference.threshold)
+            at = next(i for i, t in enumerate(thresholds) if np.isclose(t, reference.threshold))
+            area = fractions[both].mean(axis=1)
+            main = tidy_shares(shares[both][:, :, at:at + 1], area, meta.iloc[keep[both]], model, layers,
+                               [reference.threshold], reference.classes)
+            other = tidy_shares(reference_shares[both][:, :, None], area, meta.iloc[keep[both]], model, layers,
+                                [reference.threshold], reference.classes)
+            compared.append(main.drop(columns="area").assign(reference_share=other["share"].to_numpy()))
         tables.append(tidy_shares(shares, fractions.mean(axis=1), meta.iloc[keep], model, layers, thresholds,
                                   keep_classes))
         exclusions.append(pd.DataFrame({"model": model, "layer": "*", "image_id": meta.image_id[~has_labels],
@@ -221,4 +286,43 @@ def correlate_models(outputs: Iterable[tuple[str, np.ndarray, dict, pd.DataFrame
                                         "reason": "map_without_mass"}))
         counts[model] = {"images": int(len(keep)), "no_parser_labels": int((~has_labels).sum()),
                          "maps_without_mass": int((~valid).sum()), "layers": layers}
-    return Correlation(pd.concat(tables, ignore_index=True), pd.concat(exclusions, ignore_index=True), counts)
+        if reference is not None:
+            counts[model]["compared_images"] = int(both.sum())
+    comparison = pd.concat(compared, ignore_index=True) if reference is not None else None
+    return Correlation(pd.concat(tables, ignore_index=True), pd.concat(exclusions, ignore_index=True), counts,
+                       comparison)
+
+
+COMPARISON_COLUMNS = ["model", "layer", "threshold", "level", "part", "n", "share", "reference_share", "difference",
+                      "ci_low", "ci_high"]
+
+
+def compare_parsers(comparison: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Mean share under the pipeline's parser and the reference parser per model/layer/level/part over the same
+    faces, their ``difference`` (parser - reference) and the 95% bootstrap CI of the paired per-image difference
+    (columns :data:`COMPARISON_COLUMNS`, the layers in the leam stage's order)."""
+    keys = ["model", "layer", "threshold", "level", "part"]
+    paired = comparison.assign(difference=comparison["share"] - comparison["reference_share"])
+    summary = summarize(paired, keys, "difference", n_boot=n_boot, seed=seed).rename(columns={"mean": "difference"})
+    means = paired.groupby(keys, sort=True).agg(share=("share", "mean"), reference_share=("reference_share", "mean"))
+    order = comparison[keys].drop_duplicates()                      # models, layers and parts as the stage wrote them
+    table = order.merge(summary, on=keys, how="left").merge(means.reset_index(), on=keys, how="left")
+    return table[COMPARISON_COLUMNS].reset_index(drop=True)
+
+
+def comparison_document(table: pd.DataFrame, backend: str, reference: str, counts: dict) -> dict:
+    """``parser_comparison`` of metrics/correlation.json: per model the headline regions of the ``overall`` map
+    under both parsers (share, reference, difference, 95% CI of the difference) and the faces compared."""
+    overall = table[(table.layer == "overall") & (table.level == "region")]
+    headline: dict = {}
+    for model, group in overall.groupby("model", sort=False):
+        rows = group.set_index("part")
+        headline[model] = {region: {"share": round(float(rows.at[region, "share"]), 4),
+                                    "reference": round(float(rows.at[region, "reference_share"]), 4),
+                                    "difference": round(float(rows.at[region, "difference"]), 4),
+                                    "ci": [round(float(rows.at[region, "ci_low"]), 4),
+                                           round(float(rows.at[region, "ci_high"]), 4)]}
+                           for region in (*HEADLINE_REGIONS, NOT_LABELLED_NAME) if region in rows.index}
+    return {"parser": backend, "reference": reference, "threshold": float(table.threshold.iloc[0]) if len(table) else None,
+            "images": {model: int(entry.get("compared_images", 0)) for model, entry in counts.items()},
+            "headline": headline}

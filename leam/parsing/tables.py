@@ -18,7 +18,7 @@ from leam.parsing.landmarks import SETTINGS as LANDMARK_SETTINGS
 from leam.parsing.landmarks import ParseResult
 from leam.parsing.mesh import MESH_SETTINGS, mesh_topology
 
-__all__ = ["ParseTables", "parse_metrics", "parse_tables", "region_areas"]
+__all__ = ["REFERENCE_LABELS", "ParseTables", "parse_metrics", "parse_tables", "region_areas"]
 
 
 @dataclass
@@ -37,11 +37,20 @@ def region_areas(labels: np.ndarray) -> dict[str, np.ndarray]:
             for region, members in REGIONS.items()}
 
 
-def parse_tables(aligned: pd.DataFrame, result: ParseResult, backend: str, settings: dict) -> ParseTables:
+REFERENCE_LABELS = "reference_labels.npy"
+"""The reference parser's labels beside ``labels.npy`` (mesh backend: the landmark parser's), same rows."""
+
+
+def parse_tables(aligned: pd.DataFrame, result: ParseResult, backend: str, settings: dict,
+                 reference: ParseResult | None = None) -> ParseTables:
     """Tables of one parse run: ``aligned`` is the aligned index (``row, image_id, identity, gender``) whose rows
-    ``result`` labels; ``settings`` are the ``parsing.*`` keys (the landmark parser's shape keys are recorded)."""
+    ``result`` labels; ``settings`` are the ``parsing.*`` keys (the landmark parser's shape keys are recorded).
+    A landmark-parser ``reference`` adds ``reference_parsed`` to the index and ``reference`` (backend, labels file,
+    classes) to the class table."""
     table = aligned[["row", "image_id", "identity", "gender"]].copy()
     table["parsed"] = result.kept
+    if reference is not None:
+        table["reference_parsed"] = reference.kept
     table["labelled_fraction"] = (result.labels != NOT_LABELLED).mean(axis=(1, 2)).round(6)
     for name, values in region_areas(result.labels).items():
         table[name] = values.round(6)
@@ -49,8 +58,11 @@ def parse_tables(aligned: pd.DataFrame, result: ParseResult, backend: str, setti
     discards = discards[discards.reason != ""]
     document = class_table(result.available, backend)
     document["discards"] = {str(k): int(v) for k, v in discards.reason.value_counts().items()}
-    if backend == "landmarks":
+    if backend == "landmarks" or reference is not None:
         document["landmark_parser"] = {key: settings[key] for key in LANDMARK_SETTINGS}
+    if reference is not None:
+        document["reference"] = {"backend": "landmarks", "labels": REFERENCE_LABELS,
+                                 "available": list(reference.available)}
     if backend == "mesh":
         from leam.parsing.face_mesh import MESH_CROP_PADDING, MESH_INPUT, SELFIE_INPUT
 
