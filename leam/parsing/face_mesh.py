@@ -25,6 +25,14 @@ Crops, both fixed warps of the frame (``leam.frame.warp``, bilinear, outside the
 
 Outputs: points in analysis-frame pixels (the graph's x, y in crop pixels through the inverse warp; z is
 dropped), the face-presence score (the graph's sigmoid ``faceflag``, 0..1) and the person probability.
+
+The same package's ``meet`` graph (Google Meet's person segmentation, input 144 x 256 = ``MEET_INPUT``, fixed
+batch 1 in the file, any batch here) is a second segmentation: :func:`load_meet` and :func:`run_meet`. Its input
+is the whole frame stretched to 256 wide and 144 high (bilinear, pixel centres kept, values 0..1: what MediaPipe's
+and human's resize to a segmentation model's size does); its output ``segment`` is two logits per pixel,
+(background, person) (the person channel is the larger on all 6 sample faces' centres), turned into the person
+probability by their softmax and stretched back to the frame. ``leam.parsing.iris`` runs the package's iris
+graph on eye crops.
 """
 
 from __future__ import annotations
@@ -34,12 +42,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from leam.errors import LeamError
 from leam.frame import dlib_chip_matrix, invert_affine, transform_points, warp
 
-__all__ = ["MESH_CROP_PADDING", "MESH_INPUT", "MESH_POINTS", "SELFIE_INPUT", "MeshNetworks", "MeshOutput",
-           "load_mesh_networks", "mesh_crop_matrix", "selfie_matrix"]
+__all__ = ["MEET_GRAPH", "MEET_INPUT", "MESH_CROP_PADDING", "MESH_INPUT", "MESH_POINTS", "SELFIE_INPUT", "MeshNetworks",
+           "MeshOutput", "load_meet", "load_mesh_networks", "mesh_crop_matrix", "run_meet", "selfie_matrix"]
 
 MESH_INPUT = 192
 MESH_CROP_PADDING = 0.6
@@ -48,6 +57,9 @@ SELFIE_INPUT = 256
 
 MESH_GRAPH = {"file": "facemesh.json", "points": "Identity_2", "presence": "Identity_1"}
 SELFIE_GRAPH = {"file": "selfie.json", "person": "activation_10"}
+MEET_INPUT = (144, 256)
+"""Height, width of the meet graph's input."""
+MEET_GRAPH = {"file": "meet.json", "logits": "segment", "person_channel": 1}
 
 
 def mesh_crop_matrix(frame_size: int, frame_padding: float) -> np.ndarray:
@@ -113,22 +125,45 @@ def load_mesh_networks(folder: str | Path, compiled: bool = True, batch_size: in
     CPU thread against 53 and 76 ms interpreted); False gives the node-by-node interpreter.
     """
     from leam.models.compile import compile_graph
-    from leam.models.human_models import PACKAGE, PARSER_FILE_SHA256, VERSION
+    from leam.models.human_models import parser_graph_path
     from leam.models.tfjs_import import load_tfjs
-    from leam.models.weights import verify_sha256
 
-    folder = Path(folder)
-    for name, digest in PARSER_FILE_SHA256.items():
-        if not (folder / name).is_file():
-            raise LeamError(f"face-mesh graph file {folder / name} is missing; it comes from {PACKAGE}@{VERSION} "
-                            f"(leam.models.human_models.fetch_parser_graphs)")
-        verify_sha256(folder / name, digest, expected_by=f"{PACKAGE}@{VERSION} pins",
-                      hint="delete it and parse again to fetch it")
-    mesh = load_tfjs(folder / MESH_GRAPH["file"], MESH_GRAPH["points"], extra_outputs=(MESH_GRAPH["presence"],),
+    mesh_json, selfie_json = parser_graph_path(folder, "facemesh"), parser_graph_path(folder, "selfie")
+    mesh = load_tfjs(mesh_json, MESH_GRAPH["points"], extra_outputs=(MESH_GRAPH["presence"],),
                      input_scale=1 / 255, description="MediaPipe face mesh, 468 points (human-models facemesh)")
-    selfie = load_tfjs(folder / SELFIE_GRAPH["file"], SELFIE_GRAPH["person"], input_scale=1 / 255,
+    selfie = load_tfjs(selfie_json, SELFIE_GRAPH["person"], input_scale=1 / 255,
                        description="MediaPipe selfie segmentation (human-models selfie)")
     if compiled:
         mesh = compile_graph(mesh, MESH_INPUT, channels_last=True)
         selfie = compile_graph(selfie, SELFIE_INPUT, channels_last=True)
     return MeshNetworks(mesh, selfie, batch_size)
+
+
+def run_meet(meet: torch.nn.Module, frames: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Person probability (N, S, S) float32 0..1 of the meet graph for uint8 RGB frames (N, S, S, 3); ``meet``
+    from :func:`load_meet` (RGB 0..255 (N, 3, 144, 256) in, the two logits (N, 2, 144, 256) out)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[1] != frames.shape[2]:
+        raise LeamError(f"frames must have shape (N, S, S, 3), got {frames.shape}")
+    count, size, step = frames.shape[0], frames.shape[1], max(int(batch_size), 1)
+    person = np.zeros((count, size, size), np.float32)
+    with torch.no_grad():
+        for start in range(0, count, step):
+            batch = torch.from_numpy(np.array(frames[start:start + step])).permute(0, 3, 1, 2).float()
+            logits = meet(F.interpolate(batch, size=MEET_INPUT, mode="bilinear", align_corners=False))
+            probability = logits.softmax(1)[:, MEET_GRAPH["person_channel"]:MEET_GRAPH["person_channel"] + 1]
+            back = F.interpolate(probability, size=(size, size), mode="bilinear", align_corners=False)
+            person[start:start + step] = back[:, 0].numpy()
+    return person
+
+
+def load_meet(folder: str | Path, compiled: bool = True) -> torch.nn.Module:
+    """The meet graph from ``folder`` (fetched by ``fetch_parser_graphs(..., graphs=("meet",))``, sha256-checked
+    here), RGB 0..255 in. ``compiled``: native fused layers in NHWC memory; False gives the interpreter."""
+    from leam.models.compile import compile_graph
+    from leam.models.human_models import parser_graph_path
+    from leam.models.tfjs_import import load_tfjs
+
+    graph = load_tfjs(parser_graph_path(folder, "meet"), MEET_GRAPH["logits"], input_scale=1 / 255,
+                      description="Google Meet person segmentation, 144 x 256 (human-models meet)")
+    return compile_graph(graph, MEET_INPUT, channels_last=True) if compiled else graph
