@@ -309,7 +309,7 @@ class SimilarityParams(_Group):
     face_mask: bool = Field(False, description="restrict distributions to the face region (top-level face_region)")
     negative_policy: Literal["clip", "abs"] = Field("clip", description="negative map values: set to 0, or made "
                                                                         "positive")
-    thresholds: Fractions = Field([0.01, 0.05, 0.10, 1.0], description="top-t fractions compared with BC (the "
+    thresholds: Fractions = Field([0.01, 0.05, 1.0], description="top-t fractions compared with BC (the "
                                                                        "top-level threshold is added)")
     different_per_same: float = Field(1.0, gt=0, description="different-identity pairs sampled per same-identity "
                                                              "pair")
@@ -320,6 +320,9 @@ class SimilarityParams(_Group):
     emd_thresholds: Fractions = Field([], description="top-t fractions for EMD besides the top-level threshold "
                                                       "(1.0 = full map)")
     emd_max_iter: int = Field(1_000_000, ge=1, description="network-simplex cap; a pair that reaches it is an error")
+    emd_max_pairs: int = Field(4000, ge=0, description="pairs per model that get EMD: a seeded subset of the BC "
+                                                      "pairs, same and different in proportion (0 = every pair; "
+                                                      "exact EMD costs ~2 ms a pair per core)")
 
 
 class VariabilityParams(_Group):
@@ -330,7 +333,7 @@ class VariabilityParams(_Group):
 
 
 class OcclusionParams(_Group):
-    thresholds: Fractions = Field([0.01, 0.05], description="top-t fractions occluded (the top-level threshold is "
+    thresholds: Fractions = Field([0.01], description="top-t fractions occluded (the top-level threshold is "
                                                             "always added)")
     maps: Annotated[Names, Field(min_length=1)] = Field(
         ["overall", "stem"], description="maps that guide occlusion; maps[0] also guides the cross-model transfer; "
@@ -348,7 +351,7 @@ class OcclusionParams(_Group):
 
 
 class SymmetryParams(_Group):
-    max_images: int = Field(64, ge=2, description="seeded photos per model whose maps (and their mirror images' "
+    max_images: int = Field(24, ge=2, description="seeded photos per model whose maps (and their mirror images' "
                                                   "maps) are computed under both placements")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
     device: Device = Field("auto", description="torch device of the maps (auto = cuda when available); batch size: "
@@ -379,7 +382,7 @@ class ExplainParams(_Group):
     patch: int = Field(32, ge=2, description="occlusion method: side of the sliding square patch, analysis-frame "
                                              "pixels")
     stride: int = Field(16, ge=1, description="occlusion method: step between patch positions, frame pixels")
-    max_identities: int = Field(20, ge=0, description="seeded subset of identities explained; 0 = all (GPU runs)")
+    max_identities: int = Field(12, ge=0, description="seeded subset of identities explained; 0 = all (GPU runs)")
     max_images_per_identity: int = Field(1, ge=0, description="photos explained per identity; 0 = all (GPU runs)")
     batch_size: BatchSize = Field(32, description="photos per forward + backward pass and frames per forward "
                                                   "(auto: leam.device)")
@@ -424,6 +427,8 @@ class ProtectParams(_Group):
         ["face", "blob"], description="random locations of the same budget: scattered face pixels, a disc in the face")
     sparse: bool = Field(True, description="also the location-free baseline: the top-k clean-gradient pixels anywhere")
     person: bool = Field(True, description="also the person-level map (mean of the person's other photos' maps)")
+    leave_one_out: bool = Field(False, description="also rotate the ensemble: the own-map headline protection "
+                                                  "optimised on every model but one, scored on that one (each model once)")
     far: float = Field(0.001, gt=0, lt=1, description="false-accept rate of each network's verification threshold "
                                                       "(from the sample's different-identity pairs)")
     max_identities: int = Field(12, ge=0, description="seeded persons protected; 0 = all (GPU runs)")

@@ -9,6 +9,9 @@ Writes  data/protect/images/<condition>/<image>.png  every protected photo, loss
         data/protect/results.csv        one row per (condition, photo, network): cosines, verified, identified
         data/protect/visibility.csv     PSNR, SSIM, changed pixels, L-infinity per (condition, photo)
         data/protect/summary.csv        mean + 95% CI per (condition, network or pooled role, measure)
+        data/protect/leave_one_out.csv  protect.leave_one_out: the own-map headline protection optimised on every
+                                        model but one (images/<condition>-without-<model>/), scored on that one
+        data/protect/leave_one_out_summary.csv  its mean + 95% CI per left-out network and pooled (left_out)
         data/protect/tests.csv          paired Wilcoxon: the photo's own LEAM map vs every other where/what/person condition
         data/protect/plots/{budget,epsilon}.csv  verification success against budget / epsilon (dvc plots)
         data/protect/examples/*.png     clean | mask | protected | amplified perturbation
@@ -19,7 +22,8 @@ Questions (leam.protect): (1) where: the own LEAM map vs random face pixels, a r
 clean-gradient pixels anywhere, at one pixel budget; (2) what: black, noise, blur vs the optimised
 perturbation in the same mask; (3) one map per person (mean of the person's other photos' maps) vs the
 photo's own. PGD lowers the mean cosine to the LEAM reference over protect.sources through each network's
-own warp; protect.held_out networks are only scored.
+own warp; protect.held_out networks are only scored. protect.leave_one_out rotates the ensemble: each model
+is once the network the optimiser never saw (the headline own-map protection only).
 Params: seed, models, model_zoo, face_region, align.padding, leam.reference, protect.*.
 Cost: about (conditions x photos) x steps forward+backward passes of every source; the default scope (12
 photos, 10 steps, dlib_resnet + mobileface) takes about 2 min on 2 CPU cores; protect.max_identities: 0
@@ -70,6 +74,7 @@ def main(args: argparse.Namespace) -> None:
                        tuple(cfg.fills), tuple(cfg.random), cfg.sparse, cfg.person, cfg.steps)
     conditions = design.conditions()
     sources, held_out = pr.networks(cfg.sources, cfg.held_out, config.models)
+    own = next(c for c, q in conditions.items() if "what" in q and c.fill == "optimised")  # own map, headline
     device = resolve_device(cfg.device, "protect.device")
 
     index, frames, landmarks = read_aligned(ALIGNED)
@@ -91,9 +96,17 @@ def main(args: argparse.Namespace) -> None:
     scoring = time.perf_counter()
     roles = [(targets[m], galleries[m], "sources" if m in sources else "held_out") for m in networks]
     results = pr.score_photos(plan, protected, roles, cfg.batch_size, device)
+    scoring = time.perf_counter() - scoring
+    rotation = None
+    if cfg.leave_one_out:
+        outputs = {m: read_leam_outputs(LEAM, m) for m in networks}
+        rotation = pr.leave_one_out(
+            lambda others: pr.plan(index, frames, landmarks, {s: outputs[s] for s in others}, cfg.maps[:1],
+                                   cfg.max_identities, cfg.max_images_per_identity, seed, config.leam.reference,
+                                   config.face_region, labels, person=False),
+            plan.photos, own, design, targets, galleries, seed, cfg.batch_size, device)
     long = pr.long_results(results)
     summary = pr.summary_table(long, cfg.bootstrap, seed)
-    own = next(c for c, q in conditions.items() if "what" in q and c.fill == "optimised")
 
     for c, condition in enumerate(protected.conditions):
         for image_id, frame in zip(plan.photos.image_id, protected.frames[c]):
@@ -118,9 +131,21 @@ def main(args: argparse.Namespace) -> None:
              "thresholds": {m: g.threshold for m, g in galleries.items()}, "face_region": config.face_region,
              "person_photos_mean": float(plan.person_photos.mean()), "left_out": plan.left_out, "device": device.type}
     metrics = pr.metrics_document(summary, protected.visibility, conditions, scope)
+    if rotation is not None:
+        rotated, rotated_frames, rotated_seen, rotated_seconds = rotation
+        for left, frames_left in rotated_frames.items():
+            for image_id, frame in zip(plan.photos.image_id, frames_left):
+                write_png_atomic(OUT / "images" / pr.without_name(own, left) / example_name(image_id), frame)
+        rotated_summary = pr.leave_one_out_summary(rotated, own, cfg.bootstrap, seed)
+        write_csv_atomic(OUT / "leave_one_out.csv", rotated)
+        write_csv_atomic(OUT / "leave_one_out_summary.csv", rotated_summary)
+        metrics["leave_one_out"] = {**pr.leave_one_out_document(rotated_summary, own),
+                                    "visibility": {k: float(v) for k, v in pr.visibility_summary(rotated_seen.assign(condition=own.name))
+                                                   .drop(columns="condition").iloc[0].items()}}
+        protected.seconds["leave_one_out"] = sum(rotated_seconds.values())
     write_json_atomic(METRICS, metrics)
     seconds = {**{k: round(v, 2) for k, v in protected.seconds.items()},
-               "scoring": round(time.perf_counter() - scoring, 2), "seconds": round(time.perf_counter() - started, 1)}
+               "scoring": round(scoring, 2), "seconds": round(time.perf_counter() - started, 1)}
     write_json_atomic(OUT / "timing.json", seconds)
     entry = metrics["where"][own.name]
     log.info("protect: %d photos x %d conditions, %.0f s; own map at %g of the face, eps %g: verification success "

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -38,7 +39,7 @@ SMALL_PARAMS = {
     # the protect stage end to end on a tiny scope (12 photos give 54 different-identity pairs: FAR 5%)
     "protect": {"sources": ["dlib_resnet"], "held_out": ["mobileface"], "maps": ["overall"], "budgets": [],
                 "epsilons": [], "fills": ["black"], "random": ["face"], "sparse": False, "max_identities": 2,
-                "steps": 2, "far": 0.05, "examples": 1, "bootstrap": 100},
+                "steps": 2, "far": 0.05, "examples": 1, "bootstrap": 100, "leave_one_out": True},
 }
 
 
@@ -145,4 +146,7 @@ def test_protected_pngs_reembed_to_the_reported_cosines(scratch_repo):
     root, _ = scratch_repo
     differences = largest_differences(root)  # every saved PNG of every condition, read back from disk
     assert set(differences) == {"dlib_resnet", "mobileface"}, differences
+    rotated = pd.read_csv(root / "data/protect/leave_one_out.csv")    # each network once left out, and re-embedded above
+    assert sorted(rotated.network.unique()) == ["dlib_resnet", "mobileface"] and set(rotated.role) == {"left_out"}
+    assert "left_out" in json.loads((root / "metrics/protect.json").read_text())["leave_one_out"]["networks"]
     assert max(differences.values()) < 1e-4, differences

@@ -170,6 +170,57 @@ def test_the_held_out_network_is_never_called_while_the_protection_is_optimised(
     assert len(results) == len(protected.conditions) * len(the_plan.photos) * 2
 
 
+def test_leave_one_out_never_optimises_against_the_network_it_scores(occlusion_faces, monkeypatch):
+    """Three toy networks: in each rotation the left-out one sees only no-grad scoring passes, the other two
+    are the ensemble, and every network is scored once, on the rotated condition's photos."""
+    the_plan = _plan(occlusion_faces)
+    targets = {name: tiny_target(the_plan.landmarks, name, seed=k) for k, name in enumerate(["a", "b", "c"])}
+    galleries = {name: _gallery(t, occlusion_faces, name) for name, t in targets.items()}
+    calls = {name: {"grad": 0, "scored": 0} for name in targets}
+
+    def counter(name):
+        def count(module, inputs):
+            calls[name]["grad" if torch.is_grad_enabled() else "scored"] += 1
+        return count
+
+    for name, target in targets.items():
+        target.module.register_forward_pre_hook(counter(name))
+    asked = []
+
+    def plan_for(others):
+        asked.append(list(others))
+        for name in targets:                       # the optimiser's calls so far belong to the previous rotation
+            calls[name]["grad"] = 0
+        return the_plan
+
+    own = next(c for c, q in DESIGN.conditions().items() if "what" in q and c.fill == "optimised")
+    left_grad = {}
+    original = pr.experiment.score_photos
+
+    def scoring(plan, protected, networks, *args, **kwargs):
+        (target, _, role), = networks
+        left_grad[target.name] = calls[target.name]["grad"]   # grad passes of the left-out one while optimising
+        assert role == "left_out" and all(calls[n]["grad"] > 0 for n in targets if n != target.name)
+        return original(plan, protected, networks, *args, **kwargs)
+
+    monkeypatch.setattr(pr.experiment, "score_photos", scoring)
+    results, frames, seen, seconds = pr.leave_one_out(plan_for, the_plan.photos, own, DESIGN, targets, galleries,
+                                                      seed=0, batch_size=8)
+    assert asked == [["b", "c"], ["a", "c"], ["a", "b"]]
+    assert left_grad == {"a": 0, "b": 0, "c": 0}
+    assert sorted(results.network.unique()) == ["a", "b", "c"] and set(results.role) == {"left_out"}
+    assert set(results.condition) == {pr.without_name(own, n) for n in targets}
+    assert len(results) == 3 * len(the_plan.photos) and set(frames) == set(targets) and set(seconds) == set(targets)
+    assert (results["drop"] > 0).mean() > 0.5                      # transfer between toy nets is weak but real
+    summary = pr.leave_one_out_summary(results, own, n_boot=50, seed=0)
+    assert set(summary.network) == {"a", "b", "c", "left_out"}
+    document = pr.leave_one_out_document(summary, own)
+    pooled = document["networks"]["left_out"]["drop"]["mean"]
+    assert pooled == pytest.approx(results["drop"].mean())
+    changed = np.stack([frames[n] for n in targets]).astype(int) - the_plan.frames[None].astype(int)
+    assert np.abs(changed).max() <= 16 and (changed != 0).any()
+
+
 def test_saved_pngs_reproduce_the_reported_cosines_with_the_real_dlib_network(occlusion_faces, weights_dir, tmp_path):
     from leam.models.registry import get_spec
 

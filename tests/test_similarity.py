@@ -19,6 +19,7 @@ from leam.metrics.similarity import (
     build_pairs,
     emd_grid,
     emd_pair,
+    emd_pair_subset,
     emd_pairs,
     gender_group,
     same_identity_pairs,
@@ -309,3 +310,12 @@ def test_model_tables_and_metrics_keep_models_apart(small_slice):
     assert doc["emd_grids"]["0.1"]["grid"] == 56 and doc["emd_grids"]["0.1"]["cell_size_px"] == 4.0
     assert doc["models"]["a"]["n_same_pairs"] == 24 and set(doc["models"]["b"]["layers"]["overall"]) == {
         "bc_top", "bc_full", "emd_top"}
+
+
+def test_emd_pair_subset_keeps_the_same_different_proportion_and_is_seeded():
+    same = np.r_[np.ones(300, bool), np.zeros(700, bool)]
+    keep = emd_pair_subset(same, 100, seed=3)
+    assert keep.sum() == 100 and keep[same].sum() == 30 and keep[~same].sum() == 70
+    assert np.array_equal(keep, emd_pair_subset(same, 100, seed=3))
+    assert not np.array_equal(keep, emd_pair_subset(same, 100, seed=4))
+    assert emd_pair_subset(same, 0, seed=3).all() and emd_pair_subset(same, 5000, seed=3).all()

@@ -1,7 +1,8 @@
 """Re-embed every saved protected photo and compare with the cosines the protect stage reported.
 
 The protect stage scores the 8-bit photos it writes to ``data/protect/images/<condition>/`` (lossless PNG);
-this reads them back from disk, embeds them with each network of ``data/protect/results.csv`` (through the
+this reads them back from disk, embeds them with each network of ``data/protect/results.csv`` (and of
+``leave_one_out.csv``: the rotation's photos, each scored on the network it left out) (through the
 network's warp of the photo's aligned landmarks, as every stage does), computes the cosine to the photo's
 reference (``photos.csv``: the clean reference photos' embeddings in ``data/embeddings``) and prints the
 largest difference per network. Exit status 1 when any difference exceeds ``--tolerance``.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -39,6 +41,10 @@ def largest_differences(root: Path) -> dict[str, float]:
     photos = read_csv_checked(root / "data/protect/photos.csv", ("image_id", "reference_image_ids"), stage="protect")
     results = read_csv_checked(root / "data/protect/results.csv", ("condition", "image_id", "network", "cosine"),
                                stage="protect")
+    rotated = root / "data/protect/leave_one_out.csv"   # protect.leave_one_out: images/<condition>-without-<model>/
+    if rotated.is_file():
+        results = pd.concat([results, read_csv_checked(rotated, ("condition", "image_id", "network", "cosine"),
+                                                       stage="protect")], ignore_index=True)
     rows = np.array([row_of[i] for i in photos.image_id])
     references = [[row_of[r] for r in str(ids).split(";")] for ids in photos.reference_image_ids]
     out = {}

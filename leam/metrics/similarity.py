@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # the params group is only an annotation here
     from leam.config import SimilarityParams
 
 __all__ = ["DIFFERENT", "PAPER_BC_RANGES", "SAME", "EMDConvergenceError", "ModelSimilarity", "bhattacharyya_matrix",
-           "build_pairs", "emd_grid", "emd_pair", "emd_pairs", "gender_group", "headline", "metrics_document",
+           "build_pairs", "emd_grid", "emd_pair", "emd_pair_subset", "emd_pairs", "gender_group", "headline", "metrics_document",
            "model_similarity", "same_identity_pairs", "sample_different_pairs", "score_model", "similarity_tables",
            "summary_tables"]
 
@@ -284,6 +284,21 @@ def emd_grid(fraction: float, store_size: int, full_grid: int) -> int:
     return int(store_size) if fraction < 1.0 else int(full_grid)
 
 
+def emd_pair_subset(same: np.ndarray, max_pairs: int, seed: int) -> np.ndarray:
+    """(P,) bool: the pairs that get EMD, at most ``max_pairs`` (0 = all), drawn without replacement and seeded,
+    same- and different-identity pairs in their proportions (each kind keeps round(share x max_pairs))."""
+    keep = np.ones(len(same), dtype=bool)
+    if not max_pairs or len(same) <= max_pairs:
+        return keep
+    keep[:] = False
+    rng = np.random.default_rng([seed, 7])
+    for kind in (True, False):
+        members = np.flatnonzero(same == kind)
+        take = min(len(members), int(round(max_pairs * len(members) / len(same))))
+        keep[rng.choice(members, size=take, replace=False)] = True
+    return keep
+
+
 def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: SimilarityParams, threshold: float,
                 seed: int, frame_size: int, face_mask: np.ndarray | None = None, progress: bool = True
                 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
@@ -312,6 +327,7 @@ def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: Similar
     pairs = build_pairs(meta, cfg.different_per_same, seed)
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
     pair_ids = pairs["pair_id"].to_numpy()
+    emd_subset = emd_pair_subset(pairs["same"].to_numpy(dtype=bool), cfg.emd_max_pairs, seed)
     scores, exclusions, timings = [], [], {"maps_s": 0.0, "bc_s": 0.0, "emd_s": 0.0, "emd_pairs": 0}
 
     def timed_emd(*args, **kwargs) -> np.ndarray:
@@ -333,7 +349,7 @@ def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: Similar
                 dist = maps_to_distributions(np.asarray(maps[:, layer_index], dtype=np.float32), grid, policy,
                                              fraction, face_mask)
                 timings["maps_s"] += time.perf_counter() - start
-                keep = dist.valid[a] & dist.valid[b]
+                keep = dist.valid[a] & dist.valid[b] & emd_subset
                 timings["emd_pairs"] += int(keep.sum())
                 emd_jobs[layer, fraction] = (grid, dist, keep, background.submit(
                     timed_emd, dist.probs, np.stack([a[keep], b[keep]], axis=1), cell_centres(grid, frame_size),

@@ -11,13 +11,24 @@ an ensemble of source networks and judged on them and on held-out networks it ne
 from leam.protect.design import QUESTIONS, Condition, Design, networks
 from leam.protect.evaluation import Gallery, far_threshold, identity_scores, visibility
 from leam.protect.examples import example_strip
-from leam.protect.experiment import RESULT_COLUMNS, Plan, Protected, plan, protect_photos, score_photos
+from leam.protect.experiment import (
+    RESULT_COLUMNS,
+    Plan,
+    Protected,
+    leave_one_out,
+    plan,
+    protect_photos,
+    score_photos,
+    without_name,
+)
 from leam.protect.fills import FILLS, filled
 from leam.protect.locations import RANDOM_LOCATIONS, budget_counts, guide_maps, location_masks, person_maps
 from leam.protect.pgd import STEP_SCALE, ensemble_score, optimise, quantise
 from leam.protect.stats import (
     MEASURES,
     comparisons,
+    leave_one_out_document,
+    leave_one_out_summary,
     long_results,
     metrics_document,
     plot_tables,
@@ -27,6 +38,7 @@ from leam.protect.stats import (
 
 __all__ = ["FILLS", "MEASURES", "QUESTIONS", "RANDOM_LOCATIONS", "RESULT_COLUMNS", "STEP_SCALE", "Condition", "Design",
            "Gallery", "Plan", "Protected", "budget_counts", "comparisons", "ensemble_score", "example_strip", "far_threshold", "filled",
-           "guide_maps", "identity_scores", "location_masks", "long_results", "metrics_document", "networks", "optimise", "person_maps",
+           "guide_maps", "identity_scores", "leave_one_out", "leave_one_out_document", "leave_one_out_summary",
+           "location_masks", "long_results", "metrics_document", "networks", "optimise", "person_maps",
            "plan", "plot_tables", "protect_photos", "quantise", "score_photos", "summary_table", "visibility",
-           "visibility_summary"]
+           "visibility_summary", "without_name"]

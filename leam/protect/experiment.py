@@ -4,7 +4,8 @@
 references, :func:`leam.occlusion.select_images`), of persons with at least one other photo, and gathers
 their frames, face regions and guide maps (own and leave-one-out person maps, :mod:`leam.protect.locations`).
 :func:`protect_photos` builds every condition's 8-bit protected frames, optimising only against the
-``sources``; :func:`score_photos` embeds clean and protected frames with every evaluated network (sources
+``sources``; :func:`leave_one_out` rotates the optimiser's ensemble so that every network is once the one it
+never saw; :func:`score_photos` embeds clean and protected frames with every evaluated network (sources
 and held-out networks alike) and scores them (:mod:`leam.protect.evaluation`). Nothing here reads files.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,8 @@ from leam.protect.fills import filled
 from leam.protect.locations import budget_counts, guide_maps, location_masks, person_maps
 from leam.protect.pgd import optimise
 
-__all__ = ["RESULT_COLUMNS", "Plan", "Protected", "plan", "protect_photos", "score_photos"]
+__all__ = ["RESULT_COLUMNS", "Plan", "Protected", "leave_one_out", "plan", "protect_photos", "score_photos",
+           "without_name"]
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +187,43 @@ def score_photos(the_plan: Plan, protected: Protected, networks: Sequence[tuple[
                 "verified_clean": clean.verified, "verified": scores.verified,
                 "identified_clean": clean.identified, "identified": scores.identified}))
     return pd.concat(parts, ignore_index=True)[RESULT_COLUMNS]
+
+
+def without_name(condition: Condition, left_out: str) -> str:
+    """The PNG folder and ``condition`` value of ``condition`` optimised without ``left_out``."""
+    return f"{condition.name}-without-{left_out}"
+
+
+def leave_one_out(plan_for: Callable[[Sequence[str]], Plan], photos: pd.DataFrame, condition: Condition,
+                  design: Design, targets: Mapping[str, Target], galleries: Mapping[str, Gallery], seed: int,
+                  batch_size: int = 32, device: torch.device | str = "cpu") -> tuple[pd.DataFrame, dict[str, np.ndarray],
+                                                                                   pd.DataFrame, dict[str, float]]:
+    """Every network once left out: ``condition`` optimised against all the other ``targets`` (its guide map
+    from their LEAM maps, ``plan_for(others)``) and scored on the left-out network alone (role ``left_out``).
+
+    ``photos`` are the main plan's photos, which every rotation must protect (the targets' warps index them);
+    returns ``RESULT_COLUMNS`` rows (``condition`` = :func:`without_name`), the protected frames (N, S, S, 3)
+    per left-out network, their visibility rows and the seconds per rotation.
+    """
+    names = list(targets)
+    if len(names) < 2:
+        raise LeamError("leave-one-out needs at least two networks (models)")
+    rows, frames, seen, seconds = [], {}, [], {}
+    for left in names:
+        started = time.perf_counter()
+        others = [n for n in names if n != left]
+        the_plan = plan_for(others)
+        if the_plan.photos.image_id.tolist() != photos.image_id.tolist():
+            raise LeamError(f"leave-one-out without {left}: the other networks' LEAM maps cover other photos than the "
+                            f"protected ones; run every leam@<model> on the same photos")
+        done = protect_photos(the_plan, [condition], design, [targets[n] for n in others], galleries, seed,
+                              batch_size, device)
+        name = without_name(condition, left)
+        scored = score_photos(the_plan, done, [(targets[left], galleries[left], "left_out")], batch_size, device)
+        rows.append(scored.assign(condition=name))
+        frames[left] = done.frames[0]
+        seen.append(done.visibility.assign(condition=name))
+        seconds[left] = time.perf_counter() - started
+        log.info("leave-one-out: optimised on %s, scored on %s (%.0f s)", ", ".join(others), left, seconds[left])
+    return (pd.concat(rows, ignore_index=True)[RESULT_COLUMNS], frames, pd.concat(seen, ignore_index=True),
+            seconds)

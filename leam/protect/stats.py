@@ -17,7 +17,8 @@ import pandas as pd
 from leam.metrics.stats import paired_test, summarize
 from leam.protect.design import Condition
 
-__all__ = ["MEASURES", "comparisons", "long_results", "metrics_document", "plot_tables", "summary_table", "visibility_summary"]
+__all__ = ["MEASURES", "comparisons", "leave_one_out_document", "leave_one_out_summary", "long_results", "metrics_document",
+           "plot_tables", "summary_table", "visibility_summary"]
 
 MEASURES = ("verification_success", "identification_success", "drop")
 _KEYS = ["condition", "image_id", "identity", "gender"]
@@ -121,3 +122,21 @@ def plot_tables(summary: pd.DataFrame, conditions: Mapping[Condition, tuple[str,
 def visibility_summary(visibility: pd.DataFrame) -> pd.DataFrame:
     """Mean visibility per condition (PSNR in dB over changed photos, SSIM, changed pixels, L-infinity)."""
     return visibility.replace([np.inf], np.nan).groupby("condition", sort=False).mean(numeric_only=True).reset_index()
+
+
+def leave_one_out_summary(results: pd.DataFrame, condition: Condition, n_boot: int, seed: int) -> pd.DataFrame:
+    """:func:`summary_table` of the leave-one-out rotation (:func:`leam.protect.experiment.leave_one_out` rows):
+    one row per left-out network and measure, and ``left_out`` pooled (per photo, the mean over the networks,
+    each scored by a protection that never saw it); ``condition`` is the rotated condition's name."""
+    return summary_table(long_results(results.assign(condition=condition.name)), n_boot, seed)
+
+
+def leave_one_out_document(summary: pd.DataFrame, condition: Condition) -> dict:
+    """``leave_one_out`` of ``metrics/protect.json``: per left-out network and pooled (``left_out``), each
+    measure's mean, 95% CI and the clean photos' mean."""
+    networks: dict = {}
+    for network, part in summary.groupby("network", sort=False):
+        networks[network] = {row.measure: {"mean": row["mean"], "ci": [row.ci_low, row.ci_high], "clean": row.clean_mean}
+                             for _, row in part.iterrows()}
+    return {"condition": condition.name, "fill": condition.fill, "location": condition.location,
+            "budget": condition.budget, "epsilon": condition.epsilon, "networks": networks}
