@@ -298,6 +298,9 @@ class CorrelateParams(_Group):
     thresholds: Fractions = Field([0.01, 0.05, 0.10, 0.25, 1.0], description="top-t fractions of the region shares "
                                                                               "(the top-level threshold is added)")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
+    per_image_all: bool = Field(False, description="shares_per_image.csv at every threshold (about 630 MB for the "
+                                                   "sample) instead of the top-level threshold only (what "
+                                                   "variability reads); the summaries always cover every threshold")
 
 
 class SimilarityParams(_Group):
@@ -351,7 +354,7 @@ class OcclusionParams(_Group):
 
 
 class SymmetryParams(_Group):
-    max_images: int = Field(24, ge=2, description="seeded photos per model whose maps (and their mirror images' "
+    max_images: int = Field(16, ge=2, description="seeded photos per model whose maps (and their mirror images' "
                                                   "maps) are computed under both placements")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
     device: Device = Field("auto", description="torch device of the maps (auto = cuda when available); batch size: "
@@ -382,7 +385,7 @@ class ExplainParams(_Group):
     patch: int = Field(32, ge=2, description="occlusion method: side of the sliding square patch, analysis-frame "
                                              "pixels")
     stride: int = Field(16, ge=1, description="occlusion method: step between patch positions, frame pixels")
-    max_identities: int = Field(12, ge=0, description="seeded subset of identities explained; 0 = all (GPU runs)")
+    max_identities: int = Field(10, ge=0, description="seeded subset of identities explained; 0 = all (GPU runs)")
     max_images_per_identity: int = Field(1, ge=0, description="photos explained per identity; 0 = all (GPU runs)")
     batch_size: BatchSize = Field(32, description="photos per forward + backward pass and frames per forward "
                                                   "(auto: leam.device)")

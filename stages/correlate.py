@@ -10,6 +10,7 @@ background, other) are sums of their classes.
 
 Reads  data/parsing/{labels.npy,index.csv,classes.json}, data/leam/<model>/{maps.npy,layers.json,meta.csv}
 Writes data/correlation/shares_per_image.csv   model, layer, threshold, image_id, identity, gender, level, part, share, area
+                                               (at the top-level threshold; correlate.per_image_all: every one)
        data/correlation/shares_summary.csv     n, mean, std, 95% bootstrap CI per model/layer/threshold/part
        data/correlation/shares_by_gender.csv   the same per gender
        data/correlation/shares_by_identity.csv n, mean, std per identity
@@ -35,6 +36,7 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -74,6 +76,8 @@ def main(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     per_image = result.per_image
+    if not config.correlate.per_image_all:   # 5x smaller: the summaries below keep every threshold
+        per_image = per_image[np.isclose(per_image.threshold.to_numpy(dtype=np.float64), threshold)]
     write_csv_atomic(out / "shares_per_image.csv", per_image.assign(share=per_image.share.round(6),
                                                                     area=per_image.area.round(6)))
     for name, frame in summaries.items():

@@ -228,7 +228,7 @@ def test_similarity_stage_end_to_end(tmp_path, small_slice):
     out = tmp_path / "out"
     pairs, scores = pd.read_csv(out / "pairs.csv"), pd.read_csv(out / "scores.csv")
     assert (pairs.pair_type == SAME).sum() == 24 and (pairs.pair_type == DIFFERENT).sum() == 24
-    assert set(scores.threshold) == {0.01, 0.05, 0.1, 1.0} and scores.value.notna().all()
+    assert set(scores.threshold) == {0.01, 0.05, 1.0} and scores.value.notna().all()
     emd = scores[scores.metric == "emd"]
     assert set(emd.layer) == {"overall"} and set(emd.threshold) == {0.01} and (emd.value >= 0).all()
     exclusions = pd.read_csv(out / "exclusions.csv")

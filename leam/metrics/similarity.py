@@ -327,7 +327,7 @@ def score_model(maps: np.ndarray, layers: dict, meta: pd.DataFrame, cfg: Similar
     pairs = build_pairs(meta, cfg.different_per_same, seed)
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
     pair_ids = pairs["pair_id"].to_numpy()
-    emd_subset = emd_pair_subset(pairs["same"].to_numpy(dtype=bool), cfg.emd_max_pairs, seed)
+    emd_subset = emd_pair_subset((pairs["pair_type"] == SAME).to_numpy(), cfg.emd_max_pairs, seed)
     scores, exclusions, timings = [], [], {"maps_s": 0.0, "bc_s": 0.0, "emd_s": 0.0, "emd_pairs": 0}
 
     def timed_emd(*args, **kwargs) -> np.ndarray:
