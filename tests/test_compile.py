@@ -87,14 +87,16 @@ def test_compiled_equals_interpreter_on_real_faces_output_taps_and_gradients(nam
     # LEAM differentiates the cosine to a reference with respect to each tap. A ReLU6 input within rounding
     # of 0 or 6 flips its local derivative, so float32 gradients of the interpreter itself differ from the
     # float64 ones by up to ~1e-3 (L1); the compiled gradients are as close to float64, within that noise
-    # (a wrong fold is an O(1) error).
+    # (a wrong fold is an O(1) error). Folded batch norms round differently, and which side of a ReLU6 kink a
+    # value lands on depends on the CPU's SIMD width: on an AVX2-only machine faceres-deep's conv_pw_1 is
+    # 1.8e-3 from float64 where the interpreter is 1.7e-4 (1e-3 slack sufficed on an AVX-512 machine): 2e-3.
     reference = want[interpreter.output_name].roll(1, dims=0)
     exact = _tap_gradients(copy.deepcopy(interpreter).double(), x.double(), reference.double())
     grads = [_tap_gradients(module, x, reference) for module in (interpreter, compiled)]
     for tap in interpreter.taps:
         interpreter_error = _l1(exact[tap], grads[0][tap].double())
         compiled_error = _l1(exact[tap], grads[1][tap].double())
-        assert compiled_error < 5e-3 and compiled_error <= 4 * interpreter_error + 1e-3, (tap, compiled_error)
+        assert compiled_error < 5e-3 and compiled_error <= 4 * interpreter_error + 2e-3, (tap, compiled_error)
     # it is really lowered: fewer nodes, native convolutions only
     assert len(compiled.nodes) <= len(interpreter.nodes)
     assert not any(isinstance(m, g.Conv) for m in compiled.modules())
