@@ -73,12 +73,15 @@ def comparisons(long: pd.DataFrame, conditions: Mapping[Condition, tuple[str, ..
     return pd.DataFrame(rows)
 
 
+def _measures(part: pd.DataFrame, clean: bool = False) -> dict:
+    """{measure: {mean, ci[, clean]}} of :func:`summary_table` rows of one condition and network."""
+    return {row.measure: {"mean": row["mean"], "ci": [row.ci_low, row.ci_high],
+                          **({"clean": row.clean_mean} if clean else {})} for _, row in part.iterrows()}
+
+
 def _entry(summary: pd.DataFrame, condition: str) -> dict:
-    out: dict = {}
-    for network in ("sources", "held_out"):
-        part = summary[(summary.condition == condition) & (summary.network == network)]
-        out[network] = {row.measure: {"mean": row["mean"], "ci": [row.ci_low, row.ci_high]} for _, row in part.iterrows()}
-    return out
+    return {network: _measures(summary[(summary.condition == condition) & (summary.network == network)])
+            for network in ("sources", "held_out")}
 
 
 def metrics_document(summary: pd.DataFrame, visibility: pd.DataFrame, conditions: Mapping[Condition, tuple[str, ...]],
@@ -134,9 +137,6 @@ def leave_one_out_summary(results: pd.DataFrame, condition: Condition, n_boot: i
 def leave_one_out_document(summary: pd.DataFrame, condition: Condition) -> dict:
     """``leave_one_out`` of ``metrics/protect.json``: per left-out network and pooled (``left_out``), each
     measure's mean, 95% CI and the clean photos' mean."""
-    networks: dict = {}
-    for network, part in summary.groupby("network", sort=False):
-        networks[network] = {row.measure: {"mean": row["mean"], "ci": [row.ci_low, row.ci_high], "clean": row.clean_mean}
-                             for _, row in part.iterrows()}
+    networks = {network: _measures(part, clean=True) for network, part in summary.groupby("network", sort=False)}
     return {"condition": condition.name, "fill": condition.fill, "location": condition.location,
             "budget": condition.budget, "epsilon": condition.epsilon, "networks": networks}
