@@ -355,10 +355,20 @@ class OcclusionParams(_Group):
 
 class SymmetryParams(_Group):
     max_images: int = Field(16, ge=2, description="seeded photos per model whose maps (and their mirror images' "
-                                                  "maps) are computed under both placements")
+                                                  "maps) are computed under every placement")
+    control_images: int = Field(8, ge=0, description="photos per model (the first of the same seeded draw) of the "
+                                                     "symmetric-input control: (x + flip x) / 2 through the trained "
+                                                     "and the mirror-symmetrised network; 0 = no control")
     bootstrap: int = Field(1000, ge=1, description="bootstrap resamples of the 95% CIs")
     device: Device = Field("auto", description="torch device of the maps (auto = cuda when available); batch size: "
                                                "leam.batch_size")
+
+    @model_validator(mode="after")
+    def _control_within_draw(self) -> "SymmetryParams":
+        if self.control_images > self.max_images:
+            raise ValueError(f"control_images ({self.control_images}) must not exceed max_images ({self.max_images}): "
+                             "the control takes the first photos of the same draw")
+        return self
 
 
 class ExplainParams(_Group):

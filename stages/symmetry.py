@@ -6,11 +6,16 @@ and ``centred``), on the photo and on its mirror image, and measures (``leam.met
 mass ratio of the top-``threshold`` pixels for eyes, brows, mouth halves and face halves, and the flip
 bias (horizontal shift of the map against the mirrored face's map mirrored back, frame pixels). Maps are
 compared in the analysis frame at full resolution with the parse stage's labels. It is the evidence for
-the default ``leam.placement`` (README, Regions page).
+the default ``leam.placement`` (README, Regions page). The control (``symmetry.control_images`` of those
+photos, :func:`leam.metrics.symmetry.symmetry_control`) makes each exactly symmetric in the model input
+and measures how far its maps sit off the centre, for the trained network and for a copy with mirror-
+symmetrised kernels: what the copy keeps is placement error, what the trained network adds is its own.
 
 Reads  data/aligned/, data/parsing/, data/models/
-Writes data/symmetry/per_image.csv   one row per model/placement/layer/image
-       data/symmetry/summary.csv     ratios and flip bias with 95% CIs
+Writes data/symmetry/per_image.csv        one row per model/placement/layer/image
+       data/symmetry/summary.csv          ratios and flip bias with 95% CIs
+       data/symmetry/control.csv          one row per model/weights/placement/layer/image of the control
+       data/symmetry/control_summary.csv  centre offsets and half L/R ratios with 95% CIs
        metrics/symmetry.json
 
 Examples:
@@ -33,7 +38,13 @@ from leam.dataset_maps import probe_photos
 from leam.device import resolve_device
 from leam.errors import LeamError
 from leam.io import read_aligned, read_parsing, write_csv_atomic, write_json_atomic
-from leam.metrics.symmetry import model_symmetry, summarise_symmetry, symmetry_metrics
+from leam.metrics.symmetry import (
+    model_symmetry,
+    summarise_control,
+    summarise_symmetry,
+    symmetry_control,
+    symmetry_metrics,
+)
 from leam.models.registry import get_spec, register_zoo, resolve_layers
 from leam.placement import PLACEMENTS
 
@@ -56,20 +67,30 @@ def main(args: argparse.Namespace) -> None:
     frames, landmarks = frames[rows], landmarks[rows]
     labels = np.asarray(labels[index.image_id.map(label_row).to_numpy()])
     log.info("%d aligned photos have parser labels (%d without are left out)", len(index), aligned_count - len(index))
-    per_image = []
+    per_image, control = [], []
+    common = {"padding": config.align.padding, "threshold": config.threshold, "seed": config.seed, "device": device}
     for name in config.models:
         spec = get_spec(name)
         model = spec.load(Path(args.weights))
         layers = resolve_layers(spec, model, config.leam.layers.get(name))
         per_image.append(model_symmetry(model, spec, layers, frames, landmarks, labels, index, probe, config.leam,
-                                        padding=config.align.padding, threshold=config.threshold, seed=config.seed,
-                                        max_images=config.symmetry.max_images, device=device))
+                                        max_images=config.symmetry.max_images, **common))
+        if config.symmetry.control_images:
+            control.append(symmetry_control(model, spec, layers, frames, landmarks, index, probe, config.leam,
+                                            max_images=config.symmetry.control_images, **common))
     per_image = pd.concat(per_image, ignore_index=True)
     summary = summarise_symmetry(per_image, config.symmetry.bootstrap, config.seed)
+    control = pd.concat(control, ignore_index=True) if control else pd.DataFrame()
+    control_summary = summarise_control(control, config.symmetry.bootstrap, config.seed) if len(control) else None
     out = Path(args.out)
     write_csv_atomic(out / "per_image.csv", per_image)
     write_csv_atomic(out / "summary.csv", summary)
-    write_json_atomic(args.metrics, symmetry_metrics(summary, config.threshold))
+    for stale in ("control.csv", "control_summary.csv"):  # a run without the control leaves none behind
+        (out / stale).unlink(missing_ok=True)
+    if control_summary is not None:
+        write_csv_atomic(out / "control.csv", control)
+        write_csv_atomic(out / "control_summary.csv", control_summary)
+    write_json_atomic(args.metrics, symmetry_metrics(summary, config.threshold, control_summary))
     log.info("symmetry of %d models x %d placements -> %s", len(config.models), len(PLACEMENTS), out)
 
 

@@ -185,6 +185,7 @@ BAD = [  # (id, change to the shipped params, key path the message must name, wo
     ("pairs-without-file", lambda r: put(r, "leam.reference", "pairs"), "leam.pairs_file", "leam.reference=pairs"),
     ("farl-without-model", lambda r: put(r, "parsing.backend", "farl"), "parsing.farl_model_path", "farl_url"),
     ("bool-as-string", lambda r: put(r, "similarity.face_mask", "yes"), "similarity.face_mask='yes'", "true or false"),
+    ("control-beyond-draw", lambda r: put(r, "symmetry.control_images", 99), "symmetry", "must not exceed max_images"),
 ]
 
 

@@ -38,7 +38,7 @@ SMALL_PARAMS = {
     "correlate": {"bootstrap": 200},
     "variability": {"bootstrap": 200},
     "align": {"workers": 1},
-    "symmetry": {"max_images": 2, "bootstrap": 100},
+    "symmetry": {"max_images": 2, "control_images": 2, "bootstrap": 100},
     # the explain stage end to end on a small scope (its methods and curves have their own tests)
     "explain": {"max_identities": 2, "methods": ["leam", "leam_opposes", "saliency", "random_face"],
                 "maps": ["overall"], "fractions": [0.05, 0.5], "targets": [], "bootstrap": 100},
