@@ -34,7 +34,7 @@ browser:
 	  || echo "warning: could not install chromium + chromium-driver; the browser tests will skip"; fi
 
 test: venv browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 benchmarks: venv
 	for script in benchmarks/[a-z]*.py; do $(BIN)/python -m benchmarks.$$(basename $$script .py) || exit 1; done
