@@ -399,10 +399,10 @@ def symmetry_control(model: nn.Module, spec: ModelSpec, layers: Sequence[str], f
         with torch.no_grad():
             units = torch.cat([F.normalize(padded_forward(net, symmetric[i:i + batch]), dim=1)
                                for i in range(0, len(symmetric), batch)])
-            chosen = natural[photos]
-            invariance = torch.cat([F.cosine_similarity(padded_forward(net, chosen[i:i + batch]),
-                                                        padded_forward(net, chosen[i:i + batch].flip(-1)), dim=1)
-                                    for i in range(0, len(chosen), batch)]).cpu().numpy()
+            chosen, half = natural[photos], max(1, batch // 2)  # photo and mirror in one pass
+            invariance = torch.cat([F.cosine_similarity(*padded_forward(
+                net, torch.cat([chosen[i:i + half], chosen[i:i + half].flip(-1)])).chunk(2), dim=1)
+                for i in range(0, len(chosen), half)]).cpu().numpy()
         references = reference_embeddings(units, reference_positions)
         for placement in placements:
             for start in range(0, len(photos), batch):
