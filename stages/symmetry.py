@@ -9,7 +9,8 @@ compared in the analysis frame at full resolution with the parse stage's labels.
 the default ``leam.placement`` (README, Regions page). The control (``symmetry.control_images`` of those
 photos, :func:`leam.metrics.symmetry.symmetry_control`) makes each exactly symmetric in the model input
 and measures how far its maps sit off the centre, for the trained network and for a copy with mirror-
-symmetrised kernels: what the copy keeps is placement error, what the trained network adds is its own.
+symmetrised kernels, with the same cells placed the same way: the copy keeps only the architecture's lean,
+so where the two differ the trained weights, not the placement, choose the side.
 
 Reads  data/aligned/, data/parsing/, data/models/
 Writes data/symmetry/per_image.csv        one row per model/placement/layer/image

@@ -163,6 +163,14 @@ def summarise_symmetry(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def _seeded_plan(index: pd.DataFrame, cfg: LeamParams, seed: int, max_images: int) -> pd.DataFrame:
+    """The reference plan (``leam.reference``) of ``max_images`` photos drawn with ``seed``, in index order;
+    a smaller ``max_images`` gives the first photos of the same draw."""
+    plan, _ = core.select_references(index, cfg.reference, cfg.baseline_index)
+    rng = np.random.default_rng(seed)
+    return plan.iloc[np.sort(rng.permutation(len(plan))[:max_images])].reset_index(drop=True)
+
+
 def model_symmetry(model: nn.Module, spec: ModelSpec, layers: Sequence[str], frames: np.ndarray,
                    landmarks: np.ndarray, labels: np.ndarray, index: pd.DataFrame,
                    probe: tuple[np.ndarray, np.ndarray], cfg: LeamParams, *, padding: float, threshold: float,
@@ -178,9 +186,7 @@ def model_symmetry(model: nn.Module, spec: ModelSpec, layers: Sequence[str], fra
     Columns: model, placement, layer, grid (cells a side, receptive_field; 0 for overall), image_id,
     flip_bias_px, ``<pair>_left``, ``<pair>_right`` for every pair of :data:`PAIRS`.
     """
-    plan, _ = core.select_references(index, cfg.reference, cfg.baseline_index)
-    rng = np.random.default_rng(seed)
-    plan = plan.iloc[np.sort(rng.permutation(len(plan))[:max_images])].reset_index(drop=True)
+    plan = _seeded_plan(index, cfg, seed, max_images)
     model = model.to(device)
     batch = resolve_batch_size(cfg.batch_size, device, lambda: 2 * core.pass_bytes(model, spec, layers, frames.shape[1]),
                                "leam.batch_size")  # two passes (photo, mirror) are alive at once
@@ -330,7 +336,7 @@ def _mirrored_order(model: nn.Module, example: torch.Tensor, source: nn.Module, 
 
     def numbered(_, __, output):
         seen["shape"] = tuple(output.shape[1:])
-        return torch.arange(output[0].numel(), dtype=output.dtype, device=output.device).reshape(output.shape).clone()
+        return torch.arange(output[0].numel(), dtype=output.dtype, device=output.device).reshape(output.shape)
 
     def read(_, args):
         seen["flat"] = args[0][0].round().long()
@@ -359,7 +365,7 @@ def symmetry_control(model: nn.Module, spec: ModelSpec, layers: Sequence[str], f
                      landmarks: np.ndarray, index: pd.DataFrame, probe: tuple[np.ndarray, np.ndarray],
                      cfg: LeamParams, *, padding: float, threshold: float, seed: int, max_images: int,
                      device: torch.device | str = "cpu") -> pd.DataFrame:
-    """Per-image rows of the symmetric-input control (module docstring) for one network, every placement.
+    """Per-image rows of the symmetric-input control (module docstring) for one network.
 
     The photos are the first ``max_images`` of :func:`model_symmetry`'s seeded draw (the same ``seed``),
     each seen through the model's own warp and made exactly symmetric in the model input, (x + flip x) / 2;
@@ -373,9 +379,7 @@ def symmetry_control(model: nn.Module, spec: ModelSpec, layers: Sequence[str], f
     input's centre, model-input pixels; + = image right = subject's left), half_left, half_right (shares
     of the top-``threshold`` pixels in the subject's left / right half of the input).
     """
-    plan, _ = core.select_references(index, cfg.reference, cfg.baseline_index)
-    rng = np.random.default_rng(seed)
-    plan = plan.iloc[np.sort(rng.permutation(len(plan))[:max_images])].reset_index(drop=True)
+    plan = _seeded_plan(index, cfg, seed, max_images)
     model = model.to(device)
     size = spec.input_size
     batch = resolve_batch_size(cfg.batch_size, device, lambda: core.pass_bytes(model, spec, layers, frames.shape[1]),
