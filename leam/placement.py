@@ -480,21 +480,37 @@ def trace_cell_geometry(model: nn.Module, layers: Sequence[str], input_size: int
 # empirical measurements
 
 
+class _LayerReached(Exception):
+    """Raised by a forward hook once the probed layer has produced its output, to end the forward there."""
+
+
 def _cell_input_gradients(model: nn.Module, layer: str, cells: Sequence[tuple[int, int]], images: torch.Tensor
                           ) -> torch.Tensor:
     """|d activation(cell) / d input| summed over channels, images and colour: (len(cells), s, s).
 
     One forward and backward pass: the images are repeated once per cell and each copy's gradient comes
-    from its own cell only (samples are independent in eval mode).
+    from its own cell only (samples are independent in eval mode). The forward stops at ``layer``
+    (:class:`_LayerReached`): nothing after it reaches the gradient, so an early layer costs a fraction of
+    a full pass and the result is the same to the bit.
     """
     module = model.get_submodule(layer)
     store: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_hook(lambda _m, _i, output: store.setdefault("out", output))
+
+    def stop(_module, _inputs, output):
+        store["out"] = output
+        raise _LayerReached
+
+    handle = module.register_forward_hook(stop)
     n = images.shape[0]
     try:
         x = images.detach().to(torch.float32).repeat(len(cells), 1, 1, 1).requires_grad_(True)
         with torch.enable_grad():
-            model(x)
+            try:
+                model(x)
+            except _LayerReached:
+                pass
+            if "out" not in store:
+                raise LeamError(f"layer {layer!r} produced no output in a forward pass")
             out = store["out"]
             picked = torch.stack([out[k * n:(k + 1) * n, :, r, c] for k, (r, c) in enumerate(cells)])
             (grad,) = torch.autograd.grad(picked.abs().sum(), x)

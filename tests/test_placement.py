@@ -247,3 +247,35 @@ def test_effective_geometry_keeps_the_spacing_and_measures_the_shift():
     assert measured.y.centre(0) == pytest.approx(traced.y.centre(0), abs=1e-4)
     with pytest.raises(LeamError, match="probe images"):
         cached_geometries(uniform(Chain(body())), ["body"], size, "effective_field")
+
+
+def test_cell_gradients_stop_the_forward_at_the_layer_and_match_a_full_pass(weights_dir, real_faces):
+    """faceres (compiled TF.js graph) on real faces, an early layer: modules after it never run, and the
+    per-cell input gradients equal a naive full forward + backward of the same cells, to the bit."""
+    from leam.placement import _cell_input_gradients
+
+    spec, model = load_registered("faceres", weights_dir)
+    faces, _ = embedding.to_model_input(spec, real_faces["frames"][:2], real_faces["landmarks"][:2], 0.5)
+    layer = spec.layers[1]
+    cells = [(3, 4), (10, 2)]
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append("output"))  # the whole network's output
+    try:
+        fast = _cell_input_gradients(model, layer, cells, faces)
+    finally:
+        handle.remove()
+    assert calls == []
+
+    store = {}
+    tap = model.get_submodule(layer).register_forward_hook(lambda _m, _i, out: store.setdefault("out", out))
+    try:
+        x = faces.detach().to(torch.float32).repeat(len(cells), 1, 1, 1).requires_grad_(True)
+        model(x)
+    finally:
+        tap.remove()
+    n = faces.shape[0]
+    picked = torch.stack([store["out"][k * n:(k + 1) * n, :, r, c] for k, (r, c) in enumerate(cells)])
+    (grad,) = torch.autograd.grad(picked.abs().sum(), x)
+    naive = grad.abs().sum(dim=1).reshape(len(cells), n, *grad.shape[-2:]).sum(dim=1)
+    assert float(naive.sum()) > 0
+    assert torch.equal(fast, naive)
