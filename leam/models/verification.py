@@ -54,7 +54,8 @@ def pair_scores(embeddings: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[n
     """(cosine similarity, Euclidean distance) of the raw embeddings for each pair, float64 (P,)."""
     emb = np.asarray(embeddings, dtype=np.float64)
     ea, eb = emb[a], emb[b]
-    norms = np.linalg.norm(ea, axis=1) * np.linalg.norm(eb, axis=1)
+    lengths = np.linalg.norm(emb, axis=1)  # once per image, not once per pair (the same row sums)
+    norms = lengths[a] * lengths[b]
     cosine = (ea * eb).sum(axis=1) / np.maximum(norms, 1e-12)
     return cosine, np.linalg.norm(ea - eb, axis=1)
 
