@@ -12,7 +12,8 @@ and measures how far its maps sit off the centre, for the trained network and fo
 symmetrised kernels, with the same cells placed the same way: the copy keeps only the architecture's lean,
 so where the two differ the trained weights, not the placement, choose the side.
 
-Reads  data/aligned/, data/parsing/, data/models/
+Reads  data/aligned/, data/parsing/, data/models/, data/leam/<model>/layers.json (the cells the leam stage
+       placed its maps with: reused for that placement instead of measured again)
 Writes data/symmetry/per_image.csv        one row per model/placement/layer/image
        data/symmetry/summary.csv          ratios and flip bias with 95% CIs
        data/symmetry/control.csv          one row per model/weights/placement/layer/image of the control
@@ -38,9 +39,10 @@ from leam.config import load_config
 from leam.dataset_maps import probe_photos
 from leam.device import resolve_device
 from leam.errors import LeamError
-from leam.io import read_aligned, read_parsing, write_csv_atomic, write_json_atomic
+from leam.io import read_aligned, read_json_checked, read_parsing, write_csv_atomic, write_json_atomic
 from leam.metrics.symmetry import (
     model_symmetry,
+    placement_geometries,
     summarise_control,
     summarise_symmetry,
     symmetry_control,
@@ -50,6 +52,15 @@ from leam.models.registry import get_spec, register_zoo, resolve_layers
 from leam.placement import PLACEMENTS
 
 log = logging.getLogger("leam.symmetry")
+
+
+def leam_record(leam_dir: str, model: str) -> dict | None:
+    """The leam stage's layers.json of ``model``, or None (logged) when that stage has not run."""
+    path = Path(leam_dir) / model / "layers.json"
+    if not path.is_file():
+        log.info("%s: no %s, every placement's cells are measured here", model, path)
+        return None
+    return read_json_checked(path, ("layers", "placement", "cells"), stage=f"leam@{model}")
 
 
 def main(args: argparse.Namespace) -> None:
@@ -74,10 +85,11 @@ def main(args: argparse.Namespace) -> None:
         spec = get_spec(name)
         model = spec.load(Path(args.weights))
         layers = resolve_layers(spec, model, config.leam.layers.get(name))
-        per_image.append(model_symmetry(model, spec, layers, frames, landmarks, labels, index, probe, config.leam,
+        geometries = placement_geometries(model, spec, layers, probe, config.align.padding, leam_record(args.leam_dir, name))
+        per_image.append(model_symmetry(model, spec, layers, frames, landmarks, labels, index, geometries, config.leam,
                                         max_images=config.symmetry.max_images, **common))
         if config.symmetry.control_images:
-            control.append(symmetry_control(model, spec, layers, frames, landmarks, index, probe, config.leam,
+            control.append(symmetry_control(model, spec, layers, frames, landmarks, index, geometries, config.leam,
                                             max_images=config.symmetry.control_images, **common))
     per_image = pd.concat(per_image, ignore_index=True)
     summary = summarise_symmetry(per_image, config.symmetry.bootstrap, config.seed)
@@ -100,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aligned", default="data/aligned", help="aligned-data folder (default: data/aligned)")
     parser.add_argument("--parsing-dir", default="data/parsing", help="parser outputs (default: data/parsing)")
     parser.add_argument("--weights", default="data/models", help="weights folder (default: data/models)")
+    parser.add_argument("--leam-dir", default="data/leam",
+                        help="leam stage outputs whose recorded cells are reused (default: data/leam)")
     parser.add_argument("--out", default="data/symmetry", help="output folder (default: data/symmetry)")
     parser.add_argument("--metrics", default="metrics/symmetry.json", help="metrics file (default: metrics/symmetry.json)")
     return parser

@@ -16,6 +16,7 @@ from leam.metrics.symmetry import (
     mirror_faces,
     mirror_symmetrised,
     model_symmetry,
+    placement_geometries,
     region_sides,
     side_shares,
     summarise_control,
@@ -26,7 +27,7 @@ from leam.metrics.symmetry import (
 from leam.models.compile import LopsidedConv2d
 from leam.models.graph import Linear as GraphLinear
 from leam.parsing.classes import CLASS_ID
-from leam.placement import PLACEMENTS
+from leam.placement import PLACEMENTS, cell_table
 from tests.test_core import FRAME_PADDING, load_registered
 
 
@@ -60,7 +61,8 @@ def test_model_symmetry_rows_summary_and_metrics(real_faces, weights_dir):
     labels = np.full((len(index), 224, 224), CLASS_ID["skin"], np.uint8)
     layers = list(spec.layers[-2:])
     cfg = LeamParams(batch_size=2, placement="receptive_field")
-    rows = model_symmetry(model, spec, layers, frames, landmarks, labels, index, (frames[:2], landmarks[:2]), cfg,
+    geometries = placement_geometries(model, spec, layers, (frames[:2], landmarks[:2]), FRAME_PADDING)
+    rows = model_symmetry(model, spec, layers, frames, landmarks, labels, index, geometries, cfg,
                           padding=FRAME_PADDING, threshold=0.05, seed=0, max_images=2)
     assert len(rows) == 2 * len(PLACEMENTS) * (len(layers) + 1) and rows.image_id.nunique() == 2
     assert list(rows.columns[:5]) == ["model", "placement", "layer", "grid", "image_id"]
@@ -128,7 +130,8 @@ def test_symmetry_control_rows_summary_and_metrics(real_faces, weights_dir):
     index = index.assign(row=np.arange(len(index))).reset_index(drop=True)
     layers = [spec.layers[0], spec.layers[-2]]
     cfg = LeamParams(batch_size=4, placement="receptive_field")
-    rows = symmetry_control(model, spec, layers, frames, landmarks, index, (frames[:2], landmarks[:2]), cfg,
+    geometries = placement_geometries(model, spec, layers, (frames[:2], landmarks[:2]), FRAME_PADDING)
+    rows = symmetry_control(model, spec, layers, frames, landmarks, index, geometries, cfg,
                             padding=FRAME_PADDING, threshold=0.05, seed=0, max_images=3)
     assert set(rows.placement) == {"receptive_field", "centred"}  # the run's placement and LayerCAM's
     assert len(rows) == len(WEIGHTS) * 2 * (len(layers) + 1) * 3 and rows.image_id.nunique() == 3
@@ -148,3 +151,22 @@ def test_symmetry_control_rows_summary_and_metrics(real_faces, weights_dir):
                     & (summary.layer == layers[0])].iloc[0]
     assert entry["centre_offset_px"] == round(first.centre_offset_px, 3) and entry["grid"] == first.grid
     assert set(entry) == {"grid", "images", "invariance", "centre_offset_px", "half_left", "half_right", "half_lr"}
+
+
+def test_placement_geometries_reuse_the_cells_the_leam_stage_recorded(real_faces, weights_dir):
+    spec, model = load_registered("dlib_resnet", weights_dir)
+    probe = (real_faces["frames"][:2], real_faces["landmarks"][:2])
+    layers = list(spec.layers[-2:])
+    measured = placement_geometries(model, spec, layers, probe, FRAME_PADDING)
+    assert set(measured) == set(PLACEMENTS) and measured["centred"] is None
+    cells = cell_table(measured["effective_field"])
+    for layer in cells:  # a recorded table moved by one pixel: reused, it shows; measured again, it would not
+        cells[layer]["centre_0"] = [value + 1.0 for value in cells[layer]["centre_0"]]
+    record = {"layers": [*layers, "overall"], "placement": "effective_field", "cells": cells}
+    reused = placement_geometries(model, spec, layers, probe, FRAME_PADDING, record)
+    for layer, geometry in reused["effective_field"].items():
+        assert geometry.y.centre(0) == pytest.approx(measured["effective_field"][layer].y.centre(0) + 1.0, abs=1e-4)
+        assert geometry.x.jump == measured["effective_field"][layer].x.jump
+    assert reused["receptive_field"] == measured["receptive_field"]  # the other placements are still traced
+    other_layers = placement_geometries(model, spec, layers, probe, FRAME_PADDING, {**record, "layers": [layers[0], "overall"]})
+    assert other_layers["effective_field"] == measured["effective_field"]  # a record of other layers is ignored

@@ -46,14 +46,14 @@ from leam.embedding import embed_frames, reference_embeddings, to_model_input
 from leam.errors import LeamError
 from leam.metrics.stats import bootstrap_ci
 from leam.parsing.classes import CLASS_ID
-from leam.placement import PLACEMENTS, cached_geometries
+from leam.placement import PLACEMENTS, CellGeometry, geometries_from_cells
 from leam.topt import top_fraction_mask
 
 if TYPE_CHECKING:  # annotations only
     from leam.config import LeamParams
     from leam.models.spec import ModelSpec
 
-__all__ = ["MIRROR_68", "PAIRS", "mirror_faces", "region_sides", "side_shares", "horizontal_centroid",
+__all__ = ["MIRROR_68", "PAIRS", "placement_geometries", "mirror_faces", "region_sides", "side_shares", "horizontal_centroid",
            "model_symmetry", "summarise_symmetry", "symmetry_metrics", "mirror_symmetrised", "symmetry_control",
            "summarise_control", "WEIGHTS"]
 
@@ -163,6 +163,28 @@ def summarise_symmetry(per_image: pd.DataFrame, n_boot: int, seed: int) -> pd.Da
     return pd.DataFrame(rows)
 
 
+Geometries = dict[str, "dict[str, CellGeometry] | None"]
+"""Cell geometries per placement (:data:`leam.placement.PLACEMENTS`; None for ``centred``)."""
+
+
+def placement_geometries(model: nn.Module, spec: ModelSpec, layers: Sequence[str],
+                         probe: tuple[np.ndarray, np.ndarray], padding: float, record: dict | None = None
+                         ) -> Geometries:
+    """The network's cell geometries under every placement, once per network for both measurements.
+
+    ``record``: the leam stage's ``layers.json`` of this network, or None. When it was made with these
+    ``layers``, the geometry of its placement is the one it recorded (``cells``, centres rounded to 1e-4
+    input pixels; :func:`leam.placement.geometries_from_cells`), so the maps here are placed exactly as the
+    stored ones and ``effective_field`` is not measured twice (about 3.5 s a network on 2 cores). The
+    other placements are traced or measured on ``probe`` (the leam stage's probe frames and landmarks).
+    """
+    recorded = None
+    if record and record.get("cells") and list(record.get("layers", []))[:-1] == list(layers):
+        recorded = record.get("placement")
+    return {placement: geometries_from_cells(record["cells"], spec.input_size) if placement == recorded
+            else core.frame_geometries(model, spec, layers, placement, *probe, padding) for placement in PLACEMENTS}
+
+
 def _seeded_plan(index: pd.DataFrame, cfg: LeamParams, seed: int, max_images: int) -> pd.DataFrame:
     """The reference plan (``leam.reference``) of ``max_images`` photos drawn with ``seed``, in index order;
     a smaller ``max_images`` gives the first photos of the same draw."""
@@ -173,13 +195,13 @@ def _seeded_plan(index: pd.DataFrame, cfg: LeamParams, seed: int, max_images: in
 
 def model_symmetry(model: nn.Module, spec: ModelSpec, layers: Sequence[str], frames: np.ndarray,
                    landmarks: np.ndarray, labels: np.ndarray, index: pd.DataFrame,
-                   probe: tuple[np.ndarray, np.ndarray], cfg: LeamParams, *, padding: float, threshold: float,
+                   geometries: Geometries, cfg: LeamParams, *, padding: float, threshold: float,
                    seed: int, max_images: int, device: torch.device | str = "cpu") -> pd.DataFrame:
     """Per-image symmetry rows of one network for every placement (see the module docstring).
 
     frames (N, S, S, 3) uint8, landmarks (N, 68, 2) frame pixels and labels (N, S, S) canonical class ids
-    are the photos with parser labels, ``index`` their aligned index (row i = array row i); probe: the
-    leam stage's probe photos (frames, landmarks), on which ``effective_field`` is measured. ``cfg`` is the
+    are the photos with parser labels, ``index`` their aligned index (row i = array row i); geometries:
+    the network's cells under every placement (:func:`placement_geometries`). ``cfg`` is the
     ``leam`` params group (references, sign, negative activations, overall map, batch size); ``max_images``
     photos are drawn with ``seed``; ``threshold`` is the top-t fraction whose L/R shares are measured;
     ``device``: where the network runs (``symmetry.device``; the model is moved there, the maps come back).
@@ -196,8 +218,6 @@ def model_symmetry(model: nn.Module, spec: ModelSpec, layers: Sequence[str], fra
     references = reference_embeddings(F.normalize(embeddings, dim=1), plan.reference_rows)
     rows = plan.row.to_numpy()
     names = [*layers, "overall"]
-    geometries = {placement: core.frame_geometries(model, spec, layers, placement, *probe, padding)
-                  for placement in PLACEMENTS}  # measured once per model, as the leam stage does
 
     def maps_of(images, points, refs, placement) -> torch.Tensor:
         """Layer maps plus the overall map (N, L + 1, S, S) under one placement."""
@@ -362,7 +382,7 @@ def _mirrored_order(model: nn.Module, example: torch.Tensor, source: nn.Module, 
 
 
 def symmetry_control(model: nn.Module, spec: ModelSpec, layers: Sequence[str], frames: np.ndarray,
-                     landmarks: np.ndarray, index: pd.DataFrame, probe: tuple[np.ndarray, np.ndarray],
+                     landmarks: np.ndarray, index: pd.DataFrame, geometries: Geometries,
                      cfg: LeamParams, *, padding: float, threshold: float, seed: int, max_images: int,
                      device: torch.device | str = "cpu") -> pd.DataFrame:
     """Per-image rows of the symmetric-input control (module docstring) for one network.
@@ -370,9 +390,8 @@ def symmetry_control(model: nn.Module, spec: ModelSpec, layers: Sequence[str], f
     The photos are the first ``max_images`` of :func:`model_symmetry`'s seeded draw (the same ``seed``),
     each seen through the model's own warp and made exactly symmetric in the model input, (x + flip x) / 2;
     its reference is the symmetric input of its reference photo(s), embedded by the same weights.
-    The maps are placed the run's way (``cfg.placement``; ``effective_field`` measured on the trained
-    network over the leam stage's probe photos, ``probe``) and LayerCAM's (``centred``), the same cells
-    for both weights, so only the kernels differ. Columns: model,
+    The maps are placed the run's way (``cfg.placement``) and LayerCAM's (``centred``), with the trained
+    network's cells (``geometries``, :func:`placement_geometries`) for both weights, so only the kernels differ. Columns: model,
     weights (:data:`WEIGHTS`), placement, layer, grid (cells a side; 0 for overall), image_id, invariance
     (cosine between the weights' embeddings of the natural input and of its mirror image; 1 =
     mirror-invariant), centre_offset_px (horizontal mass centre of the map on the model input minus the
@@ -388,13 +407,11 @@ def symmetry_control(model: nn.Module, spec: ModelSpec, layers: Sequence[str], f
     position = {int(row): i for i, row in enumerate(needed)}
     natural = to_model_input(spec, frames[needed], landmarks[needed], padding, device)[0]
     symmetric = (natural + natural.flip(-1)) / 2
-    probe_inputs = to_model_input(spec, *probe, padding, device)[0]
     photos = [position[int(row)] for row in plan.row]
     reference_positions = [[position[int(row)] for row in np.atleast_1d(rows)] for rows in plan.reference_rows]
     subject_left = np.repeat((np.arange(size) > (size - 1) / 2)[None, None], size, axis=1)  # image right half
     placements = tuple(dict.fromkeys((cfg.placement, "centred")))  # the run's own and LayerCAM's
-    geometries = {placement: cached_geometries(model, layers, size, placement, probe_inputs) for placement in placements}
-    grids = {layer: geometry.grid[0] for layer, geometry in cached_geometries(model, layers, size, "receptive_field").items()}
+    grids = {layer: geometry.grid[0] for layer, geometry in geometries["receptive_field"].items()}
     out = []
     bar = tqdm(total=len(WEIGHTS) * len(placements) * math.ceil(len(photos) / batch),
                desc=f"symmetry control {spec.name}", unit="pass")
