@@ -346,7 +346,7 @@ class OcclusionParams(_Group):
         ["uniform", "face", "blob"], description="random baselines: scattered pixels anywhere / inside the face; "
                                                  "a same-size disc in the face")
     random_repeats: int = Field(1, ge=1, description="random masks per image and baseline")
-    max_images_per_identity: int = Field(2, ge=0, description="images occluded per identity; 0 = all (GPU runs)")
+    max_images_per_identity: int = Field(4, ge=0, description="images occluded per identity; 0 = all (GPU runs)")
     batch_size: BatchSize = Field(32, description="images per forward pass (auto: leam.device)")
     transfer: bool = Field(True, description="occlude every target model with every source's maps; false = "
                                              "source = target only")

