@@ -9,7 +9,9 @@ mirror aligned here when that folder is missing), one warm pass each, on this ma
   models      seconds per photo and network (one forward, ``leam.embedding.embed_frames``)
   leam        seconds per photo and network (forward + backward, every default layer, stored maps)
   correlate   seconds per photo and network (region shares of the stored maps at every correlate threshold)
-  similarity  seconds per photo pair and network (BC at every threshold x layer, exact EMD of the overall map)
+  similarity  seconds per photo pair and network (BC at every threshold x layer)
+  emd         seconds per photo pair and network given EMD (exact, one process: every ``emd_layers`` x
+              ``emd_thresholds``), for the ``similarity.emd_max_pairs`` pairs per network that get it
   occlusion   seconds per photo, target network and image-forward (an occluded frame through the network)
   symmetry    = leam x 2 x placements (each photo and its mirror image, under every placement)
   explain     = (2 x fractions x rankings) image-forwards + one LEAM pass per photo, source and target
@@ -21,7 +23,8 @@ count beyond that is stated in each row: occlusion forwards per photo and target
 1 + thresholds x (maps + (sources - 1) + random kinds x repeats) with every network a source (transfer),
 so the occlusion stage grows with networks squared; explain and symmetry keep their capped scopes
 (``explain.max_identities`` x ``max_images_per_identity``, ``symmetry.max_images``; 0 = every photo).
-Similarity pairs: every same-identity pair, ``similarity.different_per_same`` different pairs per same pair.
+Similarity pairs: every same-identity pair, ``similarity.different_per_same`` different pairs per same pair;
+BC scores all of them, EMD a seeded ``similarity.emd_max_pairs`` of them per network (0 = all).
 Disk counts the DVC outputs that grow with the photos (frames, labels, maps, embeddings, per-row CSVs at
 ~100 bytes a row). Timings are one process on ``torch.get_num_threads()`` threads, stages in sequence;
 fewer than 16 photos inflate the per-photo cost of a pass (it is padded to 16 rows, leam.device).
@@ -146,7 +149,9 @@ def measure(data: Slice, networks: list[str], config: Config, weights: Path, dev
         fractions = label_fractions(labels, grid)
         thresholds = sorted({*config.correlate.thresholds, config.threshold})
         rows.append(("correlate", name, "photo", timed(lambda: class_shares(maps, fractions, thresholds)) / n, 0, 0))
-        rows.append(("similarity", name, "pair", _pair_seconds(maps, config, size), 0, 0))
+        bc_seconds, emd_seconds = _pair_seconds(maps, config, size)
+        rows.append(("similarity", name, "pair", bc_seconds, 0, 0))
+        rows.append(("emd", name, "pair", emd_seconds, 0, 0))
         target_frames = frames_to_tensor(frames, device)
         matrices = np.asarray(spec.input_warp(landmarks, size, padding))
         rows.append(("occlusion", name, "forward", timed(
@@ -154,9 +159,9 @@ def measure(data: Slice, networks: list[str], config: Config, weights: Path, dev
     return pd.DataFrame(rows, columns=["stage", "network", "unit", "seconds", "layers", "embedding_dim"])
 
 
-def _pair_seconds(maps: np.ndarray, config: Config, frame_size: int) -> float:
-    """Seconds per photo pair of one network: BC of every layer at every similarity threshold on the stored
-    grid, and exact EMD of the overall map at the top-level threshold (the default emd_layers)."""
+def _pair_seconds(maps: np.ndarray, config: Config, frame_size: int) -> tuple[float, float]:
+    """Seconds per photo pair of one network: (BC of every layer at every similarity threshold on the stored
+    grid, exact EMD of the overall map at the top-level threshold times the EMD layers x thresholds)."""
     n, count, grid = maps.shape[0], maps.shape[1], maps.shape[-1]
     flat = torch.from_numpy(np.ascontiguousarray(maps.reshape(n * count, grid, grid)))
     thresholds = sorted({*config.similarity.thresholds, config.threshold})
@@ -177,7 +182,8 @@ def _pair_seconds(maps: np.ndarray, config: Config, frame_size: int) -> float:
     centres = cell_centres(grid, frame_size)
     pairs = [(i, (i + 1) % n) for i in range(n)]
     emd_seconds = timed(lambda: [emd_pair(overall[a], overall[b], centres) for a, b in pairs]) / len(pairs)
-    return bc_seconds + emd_seconds * len(config.similarity.emd_layers) * (1 + len(config.similarity.emd_thresholds))
+    emd_thresholds = {config.threshold, *config.similarity.emd_thresholds}  # as the stage counts them
+    return bc_seconds, emd_seconds * len(config.similarity.emd_layers) * len(emd_thresholds)
 
 
 def project(costs: pd.DataFrame, config: Config, identities: int, per_identity: int, networks: int,
@@ -201,6 +207,7 @@ def project(costs: pd.DataFrame, config: Config, identities: int, per_identity: 
                                                                                  occ.max_images_per_identity)
     same = identities * math.comb(per_identity, 2)
     pairs = same * (1 + config.similarity.different_per_same)
+    emd_pairs = pairs if config.similarity.emd_max_pairs == 0 else min(pairs, config.similarity.emd_max_pairs)
     sym = min(photos, config.symmetry.max_images)
     ex = config.explain
     ex_photos = (identities if ex.max_identities == 0 else min(identities, ex.max_identities)) * \
@@ -216,6 +223,8 @@ def project(costs: pd.DataFrame, config: Config, identities: int, per_identity: 
         ("correlate", "photo x network", per_net["correlate"], photos * networks, photos * networks * ROW_BYTES),
         ("similarity", "pair x network", per_net["similarity"], pairs * networks,
          pairs * networks * layers * ROW_BYTES),
+        ("emd", f"pair x network ({emd_pairs} pairs each)", per_net["emd"], emd_pairs * networks,
+         emd_pairs * networks * 8),
         ("occlusion", f"forward ({forwards} per photo x target)", per_net["occlusion"],
          occluded * networks * forwards, occluded * networks * (forwards - 1) * ROW_BYTES),
         ("symmetry", f"photo x network ({sym} photos)", 2 * len(PLACEMENTS) * per_net["leam"], sym * networks,

@@ -10,7 +10,7 @@ from benchmarks import scale
 from leam.config import load_config
 from tests.conftest import REPO_ROOT
 
-STAGES = ["align", "parse", "models", "leam", "correlate", "similarity", "occlusion", "symmetry", "explain"]
+STAGES = ["align", "parse", "models", "leam", "correlate", "similarity", "emd", "occlusion", "symmetry", "explain"]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def costs(real_faces, small_slice, weights_dir):
 
 
 def test_every_stage_is_measured_and_positive(costs):
-    assert list(costs.stage) == ["align", "parse", "models", "leam", "correlate", "similarity", "occlusion"]
+    assert list(costs.stage) == ["align", "parse", "models", "leam", "correlate", "similarity", "emd", "occlusion"]
     assert (costs.seconds > 0).all() and np.isfinite(costs.seconds).all()
     assert costs.set_index("stage").loc["leam", "layers"] == 10  # dlib_resnet's 9 default layers + overall
 
@@ -34,6 +34,10 @@ def test_projection_table(costs):
     assert list(table.columns) == ["stage", "unit", "seconds_per_unit", "units", "hours", "disk_gb"]
     assert (table.hours > 0).all() and (table.disk_gb > 0).all()
     assert table.set_index("stage").loc["leam", "units"] == 20_000 * 9
+    # BC scores every pair, EMD only the similarity.emd_max_pairs per network that the stage gives it
+    pairs = 1000 * 190 * (1 + config.similarity.different_per_same)
+    assert table.set_index("stage").loc["similarity", "units"] == pairs * 9
+    assert table.set_index("stage").loc["emd", "units"] == min(pairs, config.similarity.emd_max_pairs) * 9
     # every network is an occlusion source: forwards per photo and target grow with the network count
     six = scale.project(costs, config, identities=1000, per_identity=20, networks=6, frame_size=224)
     ratio = table.set_index("stage").loc["occlusion", "units"] / six.set_index("stage").loc["occlusion", "units"]
