@@ -9,7 +9,9 @@ mirror aligned here when that folder is missing), one warm pass each, on this ma
   models      seconds per photo and network (one forward, ``leam.embedding.embed_frames``)
   leam        seconds per photo and network (forward + backward, every default layer, stored maps)
   correlate   seconds per photo and network (region shares of the stored maps at every correlate threshold)
-  similarity  seconds per photo pair and network (BC at every threshold x layer)
+  similarity  seconds per photo pair and network (BC at every threshold x layer, each pair's own dot product,
+              the stage's path at the paper's scale: leam.metrics.similarity.bhattacharyya_pairs), plus the
+              top-t distributions of each photo's maps (``distributions``, per photo) spread over the pairs
   emd         seconds per photo pair and network given EMD (exact, one process: every ``emd_layers`` x
               ``emd_thresholds``), for the ``similarity.emd_max_pairs`` pairs per network that get it
   occlusion   seconds per photo, target network and image-forward (an occluded frame through the network)
@@ -61,7 +63,7 @@ from leam.device import resolve_device  # noqa: E402
 from leam.embedding import embed_frame_tensors, embed_frames, frames_to_tensor  # noqa: E402
 from leam.metrics.correlation import class_shares, label_fractions  # noqa: E402
 from leam.metrics.distributions import cell_centres  # noqa: E402
-from leam.metrics.similarity import bhattacharyya_matrix, emd_pair  # noqa: E402
+from leam.metrics.similarity import bhattacharyya_pairs, emd_pair  # noqa: E402
 from leam.models.registry import get_spec  # noqa: E402
 from leam.parsing import parse_landmarks  # noqa: E402
 from leam.placement import PLACEMENTS  # noqa: E402
@@ -149,8 +151,9 @@ def measure(data: Slice, networks: list[str], config: Config, weights: Path, dev
         fractions = label_fractions(labels, grid)
         thresholds = sorted({*config.correlate.thresholds, config.threshold})
         rows.append(("correlate", name, "photo", timed(lambda: class_shares(maps, fractions, thresholds)) / n, 0, 0))
-        bc_seconds, emd_seconds = _pair_seconds(maps, config, size)
+        dist_seconds, bc_seconds, emd_seconds = _pair_seconds(maps, config, size)
         rows.append(("similarity", name, "pair", bc_seconds, 0, 0))
+        rows.append(("distributions", name, "photo", dist_seconds, 0, 0))
         rows.append(("emd", name, "pair", emd_seconds, 0, 0))
         target_frames = frames_to_tensor(frames, device)
         matrices = np.asarray(spec.input_warp(landmarks, size, padding))
@@ -159,9 +162,15 @@ def measure(data: Slice, networks: list[str], config: Config, weights: Path, dev
     return pd.DataFrame(rows, columns=["stage", "network", "unit", "seconds", "layers", "embedding_dim"])
 
 
-def _pair_seconds(maps: np.ndarray, config: Config, frame_size: int) -> tuple[float, float]:
-    """Seconds per photo pair of one network: (BC of every layer at every similarity threshold on the stored
-    grid, exact EMD of the overall map at the top-level threshold times the EMD layers x thresholds)."""
+def _pair_seconds(maps: np.ndarray, config: Config, frame_size: int) -> tuple[float, float, float]:
+    """Seconds of one network's similarity work: (top-t distributions of every layer at every similarity
+    threshold per photo, their BC per pair, exact EMD of the overall map at the top-level threshold per pair
+    times the EMD layers x thresholds).
+
+    BC is timed on each pair's own dot product (``bhattacharyya_pairs``' path at the paper's scale, where the
+    all-pairs matrix would cost N * N) over 1024 rows of these distributions and 2000 random pairs of them, so
+    that, as at scale, the rows do not fit in the caches.
+    """
     n, count, grid = maps.shape[0], maps.shape[1], maps.shape[-1]
     flat = torch.from_numpy(np.ascontiguousarray(maps.reshape(n * count, grid, grid)))
     thresholds = sorted({*config.similarity.thresholds, config.threshold})
@@ -171,19 +180,21 @@ def _pair_seconds(maps: np.ndarray, config: Config, frame_size: int) -> tuple[fl
         mass = top.reshape(n, count, -1).numpy().astype(np.float64)
         return mass / np.maximum(mass.sum(axis=-1, keepdims=True), np.finfo(np.float64).tiny)
 
-    def bc():
-        for t in thresholds:
-            dist = distributions(t)
-            for layer in range(count):
-                bhattacharyya_matrix(dist[:, layer])
-
-    bc_seconds = timed(bc) / (n * n)  # the matrix scores every ordered pair
+    dist_seconds = timed(lambda: [distributions(t) for t in thresholds]) / n
+    rows = np.resize(np.arange(n), 1024)
+    a, b = np.random.default_rng(0).integers(0, len(rows), size=(2, 2000))
+    bc_seconds = 0.0
+    for t in thresholds:
+        dist = distributions(t)
+        for layer in range(count):
+            probs = dist[rows, layer]
+            bc_seconds += timed(lambda: bhattacharyya_pairs(probs, a, b, matrix_max_waste=0)) / a.size
     overall = distributions(config.threshold)[:, -1]
     centres = cell_centres(grid, frame_size)
     pairs = [(i, (i + 1) % n) for i in range(n)]
     emd_seconds = timed(lambda: [emd_pair(overall[a], overall[b], centres) for a, b in pairs]) / len(pairs)
     emd_thresholds = {config.threshold, *config.similarity.emd_thresholds}  # as the stage counts them
-    return bc_seconds, emd_seconds * len(config.similarity.emd_layers) * len(emd_thresholds)
+    return dist_seconds, bc_seconds, emd_seconds * len(config.similarity.emd_layers) * len(emd_thresholds)
 
 
 def project(costs: pd.DataFrame, config: Config, identities: int, per_identity: int, networks: int,
@@ -221,7 +232,8 @@ def project(costs: pd.DataFrame, config: Config, identities: int, per_identity: 
         ("models", "photo x network", per_net["models"], photos * networks, photos * networks * dim * 4),
         ("leam", "photo x network", per_net["leam"], photos * networks, photos * networks * layers * grid * grid * 2),
         ("correlate", "photo x network", per_net["correlate"], photos * networks, photos * networks * ROW_BYTES),
-        ("similarity", "pair x network", per_net["similarity"], pairs * networks,
+        ("similarity", "pair x network (BC; the maps' top-t distributions spread over the pairs)",
+         per_net["similarity"] + per_net["distributions"] * photos / pairs, pairs * networks,
          pairs * networks * layers * ROW_BYTES),
         ("emd", f"pair x network ({emd_pairs} pairs each)", per_net["emd"], emd_pairs * networks,
          emd_pairs * networks * 8),

@@ -3,6 +3,10 @@
 Prints, in one run:
 - BC for all pairs of 2,000 distributions (14 x 14 grid) as one matrix product, against a per-pair Python
   loop measured on a sample of pairs and scaled to all pairs (target: < 1 s);
+- BC of the stage's pairs only (``bhattacharyya_pairs``: about 25 pairs per photo, top-1% maps on the stored
+  112 x 112 grid) at 844, 2,000 and 4,000 photos, through the all-pairs matrix and through each pair's own
+  dot product: seconds, cost per matrix entry and per pair, and their ratio, the break-even
+  ``BC_MATRIX_MAX_WASTE`` (the matrix pays while N * N <= ratio x pairs);
 - exact EMD (POT network simplex) pairs/s on 14 x 14 and 28 x 28 grids, for full (dense) and top-1%
   (sparse) maps, with 1 and 2 worker processes, and the 2-vs-1 ratio (``benchmarks/emd.py`` compares the
   stage's exact top-t EMD on the stored grid with the former pooled one on real maps).
@@ -25,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from leam.metrics.distributions import cell_centres, maps_to_distributions  # noqa: E402
-from leam.metrics.similarity import bhattacharyya_matrix, emd_pairs  # noqa: E402
+from leam.metrics.similarity import BC_MATRIX_MAX_WASTE, bhattacharyya_matrix, bhattacharyya_pairs, emd_pairs  # noqa: E402
 
 TARGET_BC_S = 1.0
 
@@ -57,6 +61,25 @@ def bench_bc(count: int) -> None:
     print(f"BC all pairs, {count} maps ({n_pairs:,} pairs, 14x14): matrix {matrix_s:.3f} s | per-pair loop "
           f"(scaled from 20,000 pairs) {loop_s:.1f} s | speed-up x{loop_s / matrix_s:.0f} | target < {TARGET_BC_S:.0f} s: "
           f"{'PASS' if matrix_s < TARGET_BC_S else 'FAIL'}")
+
+
+def bench_bc_pairs(photos: list[int], pairs_per_photo: int = 25) -> None:
+    for count in photos:
+        probs = maps_to_distributions(blob_maps(count, seed=5), grid=112, fraction=0.01).probs
+        rng = np.random.default_rng(6)
+        a, b = rng.integers(0, count, size=(2, pairs_per_photo * count))
+        times = {}
+        for name, waste in (("matrix", math.inf), ("dots", 0.0)):
+            start = time.perf_counter()
+            values = bhattacharyya_pairs(probs, a, b, matrix_max_waste=waste)
+            times[name] = time.perf_counter() - start
+            times[name + "_values"] = values
+        np.testing.assert_allclose(times["matrix_values"], times["dots_values"], rtol=1e-4, atol=1e-6)
+        entry, pair = times["matrix"] / count ** 2, times["dots"] / a.size
+        chosen = "matrix" if count * count <= BC_MATRIX_MAX_WASTE * a.size else "dots"
+        print(f"BC of {a.size:,} pairs of {count:,} top-1% maps (112x112): matrix {times['matrix']:.2f} s "
+              f"({entry * 1e9:.0f} ns an entry) | dots {times['dots']:.2f} s ({pair * 1e6:.1f} us a pair) | "
+              f"break-even waste {pair / entry:.0f} (set: {BC_MATRIX_MAX_WASTE:g}, takes {chosen})")
 
 
 def bench_emd(grid: int, fraction: float, n_pairs: int) -> None:
@@ -95,6 +118,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer EMD pairs (smoke test)")
     args = parser.parse_args()
     bench_bc(args.maps)
+    bench_bc_pairs([844] if args.quick else [844, 2000, 4000])
     scale = 0.25 if args.quick else 1.0
     bench_pool_startup()
     bench_emd(14, 1.0, int(800 * scale))

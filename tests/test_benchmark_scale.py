@@ -22,7 +22,7 @@ def costs(real_faces, small_slice, weights_dir):
 
 
 def test_every_stage_is_measured_and_positive(costs):
-    assert list(costs.stage) == ["align", "parse", "models", "leam", "correlate", "similarity", "emd", "occlusion"]
+    assert list(costs.stage) == ["align", "parse", "models", "leam", "correlate", "similarity", "distributions", "emd", "occlusion"]
     assert (costs.seconds > 0).all() and np.isfinite(costs.seconds).all()
     assert costs.set_index("stage").loc["leam", "layers"] == 10  # dlib_resnet's 9 default layers + overall
 

@@ -16,6 +16,7 @@ from leam.metrics.similarity import (
     SAME,
     EMDConvergenceError,
     bhattacharyya_matrix,
+    bhattacharyya_pairs,
     build_pairs,
     emd_grid,
     emd_pair,
@@ -49,6 +50,21 @@ def test_all_pairs_bc_equals_pairwise_loop(photo_distributions):
     loop = np.array([[np.sum(np.sqrt(p * q)) for q in photo_distributions] for p in photo_distributions])
     np.testing.assert_allclose(matrix, loop, atol=1e-12)
     assert (matrix[~np.eye(24, dtype=bool)] < 1).all()
+
+
+def test_pair_bc_takes_the_matrix_for_few_photos_and_dot_products_for_many_both_equal_to_a_loop(photo_distributions):
+    """bhattacharyya_pairs: the float32 matrix rows while N * N <= waste x P, each pair's own dot product beyond;
+    both equal a float64 loop over the pairs to float32 rounding, and the matrix path is the matrix, bit for bit."""
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(photo_distributions), size=(2, 50))
+    loop = np.array([np.sum(np.sqrt(photo_distributions[i] * photo_distributions[j])) for i, j in zip(a, b)])
+    few = bhattacharyya_pairs(photo_distributions, a, b)  # 24 * 24 <= 256 * 50: the matrix
+    np.testing.assert_array_equal(few, bhattacharyya_matrix(photo_distributions, dtype=np.float32)[a, b])
+    many = bhattacharyya_pairs(photo_distributions, a, b, matrix_max_waste=0, chunk=7)  # dot products, 8 chunks
+    for values in (few, many):
+        assert values.dtype == np.float64 and values.shape == (50,)
+        np.testing.assert_allclose(values, loop, rtol=1e-5, atol=1e-6)
+    assert bhattacharyya_pairs(photo_distributions, a[:0], b[:0]).shape == (0,)
 
 
 @pytest.mark.parametrize("shift", [1, 3])
