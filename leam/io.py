@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -59,6 +59,19 @@ def write_json_atomic(target: str | os.PathLike, obj: Any) -> None:
 def write_csv_atomic(target: str | os.PathLike, frame: pd.DataFrame) -> None:
     with atomic_path(target) as tmp:
         frame.to_csv(tmp, index=False)
+
+
+def write_csv_parts_atomic(target: str | os.PathLike, frames: Iterable[pd.DataFrame]) -> int:
+    """One CSV of ``frames`` in turn (the same columns each; the header once), written as they come so only
+    one is in memory at a time; atomic like :func:`write_csv_atomic`, nothing if any frame fails. Returns the rows."""
+    rows, columns = 0, None
+    with atomic_path(target) as tmp, open(tmp, "w", newline="", buffering=1 << 20) as handle:
+        for frame in frames:
+            if columns is not None and list(frame.columns) != columns:
+                raise LeamError(f"{target}: a part has columns {list(frame.columns)}, the first had {columns}")
+            frame.to_csv(handle, index=False, header=columns is None)
+            columns, rows = list(frame.columns), rows + len(frame)
+    return rows
 
 
 def write_png_atomic(target: str | os.PathLike, rgb: np.ndarray) -> Path:

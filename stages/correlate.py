@@ -24,6 +24,9 @@ Writes data/correlation/shares_per_image.csv   model, layer, threshold, image_id
                                                parser_comparison (headline regions under both parsers, or why
                                                it was skipped)
 
+One network at a time: its summaries and per-image rows are computed and written before the next is read
+(``leam.metrics.correlation.iter_correlations``), so memory does not grow with the number of networks.
+
 Examples:
   python -m stages.correlate
   python -m stages.correlate --leam-dir /tmp/leam --parsing-dir /tmp/parsing --out /tmp/corr --metrics /tmp/corr.json
@@ -42,13 +45,20 @@ from tqdm import tqdm
 
 from leam.cli import run_stage, stage_parser
 from leam.config import load_config
-from leam.io import read_leam_outputs, read_parsing, read_parsing_reference, write_csv_atomic, write_json_atomic
+from leam.io import (
+    read_leam_outputs,
+    read_parsing,
+    read_parsing_reference,
+    write_csv_atomic,
+    write_csv_parts_atomic,
+    write_json_atomic,
+)
 from leam.metrics.correlation import (
     COMPARISON_COLUMNS,
     ParserReference,
     compare_parsers,
     comparison_document,
-    correlate_models,
+    iter_correlations,
     metrics_document,
     summarise_shares,
 )
@@ -71,19 +81,34 @@ def main(args: argparse.Namespace) -> None:
         reference = ParserReference(name, reference_labels, reference_parsed, threshold, either)
     outputs = ((model, *read_leam_outputs(Path(args.leam_dir), model))
                for model in tqdm(config.models, desc="correlate", disable=args.no_progress))
-    result = correlate_models(outputs, labels, index, thresholds, classes.get("available", []), reference)
-    summaries = summarise_shares(result.per_image, n_boot=config.correlate.bootstrap, seed=config.seed)
-
     out = Path(args.out)
-    per_image = result.per_image
-    if not config.correlate.per_image_all:   # 5x smaller: the summaries below keep every threshold
-        per_image = per_image[np.isclose(per_image.threshold.to_numpy(dtype=np.float64), threshold)]
-    write_csv_atomic(out / "shares_per_image.csv", per_image.assign(share=per_image.share.round(6),
-                                                                    area=per_image.area.round(6)))
+    parts: dict[str, list[pd.DataFrame]] = {"exclusions": [], "comparison": []}
+    counts: dict = {}
+
+    def per_image_rows():
+        """Each model's per-image rows as they are written, its summaries and comparison kept (one model in memory)."""
+        for part in iter_correlations(outputs, labels, index, thresholds, classes.get("available", []), reference):
+            for name, frame in summarise_shares(part.per_image, n_boot=config.correlate.bootstrap,
+                                                seed=config.seed).items():
+                parts.setdefault(name, []).append(frame)
+            parts["exclusions"].append(part.exclusions)
+            counts.update(part.counts)
+            if reference is not None:
+                parts["comparison"].append(compare_parsers(part.comparison, n_boot=config.correlate.bootstrap,
+                                                           seed=config.seed))
+            per_image = part.per_image
+            if not config.correlate.per_image_all:   # 5x smaller: the summaries keep every threshold
+                per_image = per_image[np.isclose(per_image.threshold.to_numpy(dtype=np.float64), threshold)]
+            yield per_image.assign(share=per_image.share.round(6), area=per_image.area.round(6))
+
+    write_csv_parts_atomic(out / "shares_per_image.csv", per_image_rows())
+    # summarise_shares sorts its groups, models first: the per-model tables in that order are the tables of all
+    summaries = {name: pd.concat(parts[name], ignore_index=True).sort_values("model", kind="stable", ignore_index=True)
+                 for name in ("shares_summary", "shares_by_gender", "shares_by_identity", "enrichment")}
     for name, frame in summaries.items():
         write_csv_atomic(out / f"{name}.csv", frame.round(6))
-    write_csv_atomic(out / "exclusions.csv", result.exclusions)
-    document = metrics_document(summaries["shares_summary"], threshold, result.counts)
+    write_csv_atomic(out / "exclusions.csv", pd.concat(parts["exclusions"], ignore_index=True))
+    document = metrics_document(summaries["shares_summary"], threshold, counts)
     document["parser"] = {"backend": classes.get("backend"), "available": classes.get("available", [])}
     document["thresholds"] = thresholds
     if reference is None:
@@ -91,14 +116,14 @@ def main(args: argparse.Namespace) -> None:
         document["parser_comparison"] = {"skipped": f"parsing.backend {classes.get('backend')} ran no reference "
                                                     "parser (only mesh runs the landmark parser beside it)"}
     else:
-        comparison = compare_parsers(result.comparison, n_boot=config.correlate.bootstrap, seed=config.seed)
+        comparison = pd.concat(parts["comparison"], ignore_index=True)
         document["parser_comparison"] = comparison_document(comparison, classes.get("backend"), reference.backend,
-                                                            result.counts)
+                                                            counts)
     write_csv_atomic(out / "parser_comparison.csv", comparison.round(6))
     write_json_atomic(args.metrics, document)
     for model, regions in document["headline"].items():
         log.info("correlate %s (overall, top %.3g): %s; %d images", model, threshold,
-                 ", ".join(f"{k} {v:.3f}" for k, v in regions.items()), result.counts[model]["images"])
+                 ", ".join(f"{k} {v:.3f}" for k, v in regions.items()), counts[model]["images"])
     if reference is not None:
         for model, regions in document["parser_comparison"]["headline"].items():
             log.info("correlate %s parser comparison (overall, top %.3g), %s - %s: %s", model, threshold,

@@ -10,11 +10,13 @@ from leam.errors import LeamError
 from leam.metrics.correlation import (
     NUM_PARTS,
     PARTS,
+    LabelFractions,
     ParserReference,
     class_shares,
     compare_parsers,
     comparison_document,
     correlate_models,
+    iter_correlations,
     label_fractions,
     metrics_document,
     paired_class_shares,
@@ -50,6 +52,39 @@ def test_label_fractions_are_exact_cell_areas():
     assert fractions[0, 0, NL] == 1.0                       # cell (0,0)
     assert fractions[0, 5, EYE] == 0.5 and fractions[0, 5, NOSE] == 0.5   # cell (1,1)
     assert fractions[0, 3, SKIN] == 1.0
+
+
+def test_label_fractions_computed_by_chunk_equal_the_cached_ones_on_real_faces(real_faces):
+    """Beyond max_bytes (the paper's scale) LabelFractions computes each slice when asked; on real landmark-parser
+    labels of 6 faces the slices, their cell means and the class shares equal the cached fractions bit for bit."""
+    from leam.parsing import parse_landmarks
+
+    labels = parse_landmarks(real_faces["landmarks"], 224).labels
+    rows = np.array([5, 0, 3, 1, 4, 2])
+    cached, lazy = LabelFractions(labels, rows, 112), LabelFractions(labels, rows, 112, max_bytes=0, chunk=4)
+    assert cached._all is not None and lazy._all is None and cached.shape == lazy.shape == (6, 112 * 112, NUM_PARTS)
+    np.testing.assert_array_equal(cached[0:6], label_fractions(labels[rows], 112))
+    np.testing.assert_array_equal(lazy[2:5], cached[2:5])
+    np.testing.assert_array_equal(lazy.area, cached.area)
+    maps = np.random.default_rng(0).random((6, 2, 112, 112)).astype(np.float16)
+    for fractions in (cached, lazy):
+        shares, valid = class_shares(maps, fractions, [0.01, 1.0], chunk=4)
+        np.testing.assert_array_equal(shares, class_shares(maps, label_fractions(labels[rows], 112), [0.01, 1.0])[0])
+    with pytest.raises(TypeError):
+        lazy[0]
+
+
+def test_iter_correlations_yields_each_model_as_correlate_models_concatenates_them():
+    labels, maps = _known_set()
+    meta = pd.DataFrame({"image_id": ["a", "b"], "identity": ["p", "q"], "gender": ["male", "female"]})
+    index = pd.DataFrame({"image_id": ["a", "b"], "row": [0, 1], "parsed": [True, True]})
+    outputs = [("m1", maps, {"layers": ["x", "overall"]}, meta), ("m2", maps[:, :1], {"layers": ["overall"]}, meta)]
+    parts = list(iter_correlations(iter(outputs), labels, index, [0.25, 1.0], ["skin", "nose"]))
+    whole = correlate_models(iter(outputs), labels, index, [0.25, 1.0], ["skin", "nose"])
+    assert [list(p.counts) for p in parts] == [["m1"], ["m2"]]
+    pd.testing.assert_frame_equal(pd.concat([p.per_image for p in parts], ignore_index=True), whole.per_image)
+    pd.testing.assert_frame_equal(pd.concat([p.exclusions for p in parts], ignore_index=True), whole.exclusions)
+    assert set(parts[0].per_image.model) == {"m1"} and whole.counts["m2"]["layers"] == ["overall"]
 
 
 def test_shares_on_known_maps():

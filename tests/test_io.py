@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from leam.errors import LeamError
-from leam.io import atomic_path, download_to, load_params, param, save_npy_atomic, sha256_file, write_json_atomic
+from leam.io import (
+    atomic_path,
+    download_to,
+    load_params,
+    param,
+    save_npy_atomic,
+    sha256_file,
+    write_csv_atomic,
+    write_csv_parts_atomic,
+    write_json_atomic,
+)
 
 
 def test_atomic_path_leaves_no_partial_file_on_failure(tmp_path):
@@ -16,6 +26,23 @@ def test_atomic_path_leaves_no_partial_file_on_failure(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("interrupted")
     assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_csv_written_in_parts_is_the_csv_of_the_whole_and_nothing_when_a_part_fails(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"model": ["a", "a", "b"], "share": [0.1, 1 / 3, np.nan], "n": [1, 2, 3]})
+    write_csv_atomic(tmp_path / "whole.csv", frame)
+    assert write_csv_parts_atomic(tmp_path / "parts.csv", (g for _, g in frame.groupby("model"))) == 3
+    assert (tmp_path / "parts.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+    def parts():
+        yield frame
+        yield frame.rename(columns={"n": "count"})
+
+    with pytest.raises(LeamError, match="columns"):
+        write_csv_parts_atomic(tmp_path / "bad.csv", parts())
+    assert not (tmp_path / "bad.csv").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["parts.csv", "whole.csv"]
 
 
 def test_atomic_outputs_have_normal_permissions_and_content(tmp_path):

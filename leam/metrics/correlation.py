@@ -21,7 +21,7 @@ Everything is batched: one-hot fractions come from one ``bincount``, shares from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -36,9 +36,10 @@ PARTS: tuple[str, ...] = (*CLASSES, NOT_LABELLED_NAME)
 NUM_PARTS = len(PARTS)
 HEADLINE_REGIONS = ("nose", "eyes", "brows", "mouth", "skin")
 
-__all__ = ["COMPARISON_COLUMNS", "HEADLINE_REGIONS", "NUM_PARTS", "PARTS", "Correlation", "ParserReference", "class_shares",
-           "compare_parsers", "comparison_document", "correlate_models", "label_fractions", "metrics_document",
-           "paired_class_shares", "region_shares", "summarise_shares", "tidy_shares"]
+__all__ = ["COMPARISON_COLUMNS", "HEADLINE_REGIONS", "NUM_PARTS", "PARTS", "Correlation", "LabelFractions",
+           "ParserReference", "class_shares", "compare_parsers", "comparison_document", "correlate_models",
+           "iter_correlations", "label_fractions", "metrics_document", "paired_class_shares", "region_shares",
+           "summarise_shares", "tidy_shares"]
 
 
 def label_fractions(labels: np.ndarray, grid: int, chunk: int = 64) -> np.ndarray:
@@ -65,6 +66,35 @@ def label_fractions(labels: np.ndarray, grid: int, chunk: int = 64) -> np.ndarra
         counts = np.bincount(index.reshape(-1), minlength=n * cells * NUM_PARTS).reshape(n, cells, NUM_PARTS)
         out[start:start + n] = counts / counts.sum(axis=2, keepdims=True)
     return out
+
+
+class LabelFractions:
+    """:func:`label_fractions` of a label set's ``rows``, (N, G*G, 20) float32, sliced by images (``[start:stop]``).
+
+    Kept in memory when they fit ``max_bytes`` (the default run: 850 MB, computed once for every model);
+    beyond it (the paper's 20,000 photos: 20 GB) each slice is computed when asked for, so memory stays at one
+    chunk of images. ``area`` (N, 20) is their mean over the cells, each part's share of the frame.
+    """
+
+    def __init__(self, labels: np.ndarray, rows: np.ndarray, grid: int, max_bytes: int = 2 * 1024 ** 3,
+                 chunk: int = 64) -> None:
+        self.labels, self.rows, self.grid = labels, np.asarray(rows, dtype=np.int64), int(grid)
+        self.shape = (len(self.rows), self.grid * self.grid, NUM_PARTS)
+        fits = 4 * int(np.prod(self.shape)) <= max_bytes
+        self._all = label_fractions(np.asarray(labels[self.rows]), self.grid) if fits else None
+        self.area = (self._all.mean(axis=1) if fits else np.concatenate(
+            [self[start:start + chunk].mean(axis=1) for start in range(0, len(self.rows), chunk)])
+            if len(self.rows) else np.zeros((0, NUM_PARTS), dtype=np.float32))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, images: slice) -> np.ndarray:
+        if not isinstance(images, slice):
+            raise TypeError("LabelFractions are sliced by images, e.g. fractions[0:32]")
+        if self._all is not None:
+            return self._all[images]
+        return label_fractions(np.asarray(self.labels[self.rows[images]]), self.grid)
 
 
 def class_shares(maps: np.ndarray, fractions: np.ndarray, thresholds: list[float],
@@ -221,7 +251,8 @@ class Correlation:
     layer, image_id, reason: ``no_parser_labels`` for a whole image (layer ``*``), ``map_without_mass`` for
     one map) and ``counts`` per model (images, no_parser_labels, maps_without_mass, layers). With a
     :class:`ParserReference`, ``comparison`` holds per image, at its threshold, the share under both parsers
-    (:func:`tidy_shares` rows with ``reference_share``) over the faces both labelled; else it is None."""
+    (:func:`tidy_shares` rows with ``reference_share``) over the faces both labelled; else it is None.
+    :func:`iter_correlations` yields one model's at a time (``counts`` then holds that model only)."""
 
     per_image: pd.DataFrame
     exclusions: pd.DataFrame
@@ -229,30 +260,28 @@ class Correlation:
     comparison: pd.DataFrame | None = None
 
 
-def correlate_models(outputs: Iterable[tuple[str, np.ndarray, dict, pd.DataFrame]], labels: np.ndarray,
-                     parsing_index: pd.DataFrame, thresholds: list[float], keep_classes: list[str],
-                     reference: ParserReference | None = None) -> Correlation:
-    """Class shares of each model's maps, over the images the parser labelled.
+def iter_correlations(outputs: Iterable[tuple[str, np.ndarray, dict, pd.DataFrame]], labels: np.ndarray,
+                      parsing_index: pd.DataFrame, thresholds: list[float], keep_classes: list[str],
+                      reference: ParserReference | None = None) -> Iterator[Correlation]:
+    """Class shares of each model's maps, over the images the parser labelled: one :class:`Correlation` per model.
 
     ``outputs`` yields ``(model, maps (N, L, G, G), layers.json document, meta.csv)`` per model (the leam
     stage's outputs, ``leam.io.read_leam_outputs``); ``labels`` (M, S, S) and ``parsing_index`` (``image_id,
     row, parsed``) are the parse stage's. Images are matched by ``image_id``; a model with no labelled
     image is an error (LEAM and parser outputs from different aligned sets). Label fractions are computed
-    once per (images, grid), since models share photos and grid. ``reference`` adds the shares under a
-    second parser's labels (:func:`paired_class_shares`: no second ranking) on the images both labelled.
+    once per (images, grid) (:class:`LabelFractions`), since models share photos and grid. ``reference`` adds
+    the shares under a second parser's labels (:func:`paired_class_shares`: no second ranking) on the images
+    both labelled. One model at a time, so that a caller can summarise and write each before the next: the
+    per-image rows of every model at once would not fit in memory at the paper's scale.
     """
     parsed = parsing_index.parsed.astype(bool)
     parsed_row = dict(zip(parsing_index.image_id[parsed], parsing_index.row[parsed]))
-    tables, exclusions, counts, compared = [], [], {}, []
-    fractions_of: dict[tuple[str, bytes, int], tuple[np.ndarray, np.ndarray]] = {}
+    fractions_of: dict[tuple[str, bytes, int], LabelFractions] = {}
 
-    def fractions_for(name: str, source: np.ndarray, rows: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
-        """Label fractions (N, G*G, 20) of ``rows`` and their mean over the cells (N, 20), each part's share of
-        the frame: computed once for every model with these rows (the fractions are 850 MB at 844 photos)."""
+    def fractions_for(name: str, source: np.ndarray, rows: np.ndarray, grid: int) -> LabelFractions:
         key = (name, rows.tobytes(), grid)
         if key not in fractions_of:
-            fractions = label_fractions(np.asarray(source[rows]), grid)
-            fractions_of[key] = fractions, fractions.mean(axis=1)
+            fractions_of[key] = LabelFractions(source, rows, grid)
         return fractions_of[key]
 
     for model, maps, layer_info, meta in outputs:
@@ -264,35 +293,47 @@ def correlate_models(outputs: Iterable[tuple[str, np.ndarray, dict, pd.DataFrame
         keep = np.flatnonzero(has_labels)
         rows = np.array([parsed_row[image_id] for image_id in meta.image_id[keep]], dtype=np.int64)
         grid = int(maps.shape[2])
-        fractions, area = fractions_for("labels", labels, rows, grid)
+        fractions = fractions_for("labels", labels, rows, grid)
+        kept_maps = maps if len(keep) == len(maps) else np.asarray(maps[keep])  # a memmap stays on disk, read by chunks
+        comparison = None
         if reference is None:
-            shares, valid = class_shares(np.asarray(maps[keep]), fractions, thresholds)
+            shares, valid = class_shares(kept_maps, fractions, thresholds)
         else:
             both = np.asarray(reference.parsed, dtype=bool)[rows]
-            reference_fractions, _ = fractions_for("reference", reference.labels, rows, grid)
-            shares, reference_shares, valid = paired_class_shares(np.asarray(maps[keep]), fractions,
+            reference_fractions = fractions_for("reference", reference.labels, rows, grid)
+            shares, reference_shares, valid = paired_class_shares(kept_maps, fractions,
                                                                   reference_fractions, thresholds, reference.threshold)
             at = next(i for i, t in enumerate(thresholds) if np.isclose(t, reference.threshold))
-            main = tidy_shares(shares[both][:, :, at:at + 1], area[both], meta.iloc[keep[both]], model, layers,
+            area = fractions.area[both]
+            main = tidy_shares(shares[both][:, :, at:at + 1], area, meta.iloc[keep[both]], model, layers,
                                [reference.threshold], reference.classes)
-            other = tidy_shares(reference_shares[both][:, :, None], area[both], meta.iloc[keep[both]], model, layers,
+            other = tidy_shares(reference_shares[both][:, :, None], area, meta.iloc[keep[both]], model, layers,
                                 [reference.threshold], reference.classes)
-            compared.append(main.drop(columns="area").assign(reference_share=other["share"].to_numpy()))
-        tables.append(tidy_shares(shares, area, meta.iloc[keep], model, layers, thresholds,
-                                  keep_classes))
-        exclusions.append(pd.DataFrame({"model": model, "layer": "*", "image_id": meta.image_id[~has_labels],
-                                        "reason": "no_parser_labels"}))
+            comparison = main.drop(columns="area").assign(reference_share=other["share"].to_numpy())
+        per_image = tidy_shares(shares, fractions.area, meta.iloc[keep], model, layers, thresholds, keep_classes)
         bad_image, bad_layer = np.nonzero(~valid)
-        exclusions.append(pd.DataFrame({"model": model, "layer": np.asarray(layers)[bad_layer],
-                                        "image_id": meta.image_id.to_numpy()[keep][bad_image],
-                                        "reason": "map_without_mass"}))
-        counts[model] = {"images": int(len(keep)), "no_parser_labels": int((~has_labels).sum()),
-                         "maps_without_mass": int((~valid).sum()), "layers": layers}
+        exclusions = pd.concat([
+            pd.DataFrame({"model": model, "layer": "*", "image_id": meta.image_id[~has_labels],
+                          "reason": "no_parser_labels"}),
+            pd.DataFrame({"model": model, "layer": np.asarray(layers)[bad_layer],
+                          "image_id": meta.image_id.to_numpy()[keep][bad_image], "reason": "map_without_mass"})],
+            ignore_index=True)
+        counts = {"images": int(len(keep)), "no_parser_labels": int((~has_labels).sum()),
+                  "maps_without_mass": int((~valid).sum()), "layers": layers}
         if reference is not None:
-            counts[model]["compared_images"] = int(both.sum())
-    comparison = pd.concat(compared, ignore_index=True) if reference is not None else None
-    return Correlation(pd.concat(tables, ignore_index=True), pd.concat(exclusions, ignore_index=True), counts,
-                       comparison)
+            counts["compared_images"] = int(both.sum())
+        yield Correlation(per_image, exclusions, {model: counts}, comparison)
+
+
+def correlate_models(outputs: Iterable[tuple[str, np.ndarray, dict, pd.DataFrame]], labels: np.ndarray,
+                     parsing_index: pd.DataFrame, thresholds: list[float], keep_classes: list[str],
+                     reference: ParserReference | None = None) -> Correlation:
+    """:func:`iter_correlations` of every model in one :class:`Correlation` (the models' rows concatenated)."""
+    parts = list(iter_correlations(outputs, labels, parsing_index, thresholds, keep_classes, reference))
+    counts = {model: entry for part in parts for model, entry in part.counts.items()}
+    comparison = pd.concat([p.comparison for p in parts], ignore_index=True) if reference is not None else None
+    return Correlation(pd.concat([p.per_image for p in parts], ignore_index=True),
+                       pd.concat([p.exclusions for p in parts], ignore_index=True), counts, comparison)
 
 
 COMPARISON_COLUMNS = ["model", "layer", "threshold", "level", "part", "n", "share", "reference_share", "difference",
