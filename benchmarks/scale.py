@@ -61,15 +61,19 @@ from leam import core  # noqa: E402
 from leam.config import Config, load_config  # noqa: E402
 from leam.device import resolve_device  # noqa: E402
 from leam.embedding import embed_frame_tensors, embed_frames, frames_to_tensor  # noqa: E402
-from leam.metrics.correlation import class_shares, label_fractions  # noqa: E402
+from leam.metrics.correlation import NUM_PARTS, class_shares, label_fractions  # noqa: E402
 from leam.metrics.distributions import cell_centres  # noqa: E402
 from leam.metrics.similarity import bhattacharyya_pairs, emd_pair  # noqa: E402
 from leam.models.registry import get_spec  # noqa: E402
 from leam.parsing import parse_landmarks  # noqa: E402
+from leam.parsing.classes import REGIONS  # noqa: E402
 from leam.placement import PLACEMENTS  # noqa: E402
 from leam.topt import top_fraction_mask  # noqa: E402
 
 ROW_BYTES = 100
+SHARE_ROWS = NUM_PARTS + len(REGIONS) + 1
+"""Per-image share rows per photo, network and layer at the top-level threshold (correlate's per-image CSV): at most
+every class + not_labelled and every region + not_labelled (the parser's unavailable classes are left out)."""
 """Bytes a per-row CSV line takes (drops.csv, pairs tables): the disk estimate of the tabular outputs."""
 PER_LAYER_METHODS = 3
 """explain methods with one ranking per map of ``explain.maps`` (leam, leam_opposes, gradcam)."""
@@ -219,6 +223,7 @@ def project(costs: pd.DataFrame, config: Config, identities: int, per_identity: 
     same = identities * math.comb(per_identity, 2)
     pairs = same * (1 + config.similarity.different_per_same)
     emd_pairs = pairs if config.similarity.emd_max_pairs == 0 else min(pairs, config.similarity.emd_max_pairs)
+    bc_thresholds = {*config.similarity.thresholds, config.threshold}  # one score row per pair, layer and threshold
     sym = min(photos, config.symmetry.max_images)
     ex = config.explain
     ex_photos = (identities if ex.max_identities == 0 else min(identities, ex.max_identities)) * \
@@ -231,10 +236,11 @@ def project(costs: pd.DataFrame, config: Config, identities: int, per_identity: 
         ("parse", "photo", free.get("parse", np.nan), photos, photos * frame_size * frame_size),
         ("models", "photo x network", per_net["models"], photos * networks, photos * networks * dim * 4),
         ("leam", "photo x network", per_net["leam"], photos * networks, photos * networks * layers * grid * grid * 2),
-        ("correlate", "photo x network", per_net["correlate"], photos * networks, photos * networks * ROW_BYTES),
+        ("correlate", "photo x network", per_net["correlate"], photos * networks,
+         photos * networks * layers * SHARE_ROWS * ROW_BYTES),
         ("similarity", "pair x network (BC; the maps' top-t distributions spread over the pairs)",
          per_net["similarity"] + per_net["distributions"] * photos / pairs, pairs * networks,
-         pairs * networks * layers * ROW_BYTES),
+         pairs * networks * layers * len(bc_thresholds) * ROW_BYTES),
         ("emd", f"pair x network ({emd_pairs} pairs each)", per_net["emd"], emd_pairs * networks,
          emd_pairs * networks * 8),
         ("occlusion", f"forward ({forwards} per photo x target)", per_net["occlusion"],
