@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from leam.config import load_config  # noqa: E402
 from leam.io import read_leam_outputs  # noqa: E402
 from leam.metrics.distributions import cell_centres, ground_cost, maps_to_distributions  # noqa: E402
-from leam.metrics.similarity import SAME, build_pairs, emd_pair  # noqa: E402
+from leam.metrics.similarity import SAME, build_pairs, emd_pair, surplus_transport  # noqa: E402
 
 POOLED_GRID = 14  # the grid every top-t EMD was pooled to before this version (similarity.grid: 14)
 
@@ -64,15 +64,12 @@ def sparse_certified_emd(first: np.ndarray, second: np.ndarray, centres: np.ndar
                          solves: list[int], max_iter: int = 1_000_000) -> float:
     """``emd_pair``'s problem (surplus sources x surplus sinks) on a sparse arc set grown until the dense
     duals certify it: exact, and the number of solves it took appended to ``solves``."""
-    first, second = first / first.sum(), second / second.sum()
-    shared = np.minimum(first, second)
-    rows, cols = np.flatnonzero(first > shared), np.flatnonzero(second > shared)
-    a, b = first[rows] - shared[rows], second[cols] - shared[cols]
-    moved = float(a.sum())
-    a = a / moved
-    b = b * (a.sum() / b.sum())
-    sources, sinks = centres[rows], centres[cols]
-    cost = np.sqrt(((sources[:, None, :] - sinks[None, :, :]) ** 2).sum(axis=-1))
+    problem = surplus_transport(first, second, centres)
+    if problem is None:
+        solves.append(0)
+        return 0.0
+    a, b, cost = problem.a, problem.b, problem.cost
+    sources, sinks = centres[problem.sources], centres[problem.sinks]
     n, m = cost.shape
     arcs = np.zeros((n, m), dtype=bool)
     k = min(neighbours, m)
@@ -95,7 +92,7 @@ def sparse_certified_emd(first: np.ndarray, second: np.ndarray, centres: np.ndar
         violated = cost - u[:, None] - v[None, :] < -1e-9
         if not violated.any():
             solves.append(solve)
-            return float(value) * moved
+            return float(value) * problem.moved
         arcs |= violated
     raise RuntimeError("sparse EMD was not certified after 999 solves")
 

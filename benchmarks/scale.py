@@ -68,13 +68,13 @@ from leam.models.registry import get_spec  # noqa: E402
 from leam.parsing import parse_landmarks  # noqa: E402
 from leam.parsing.classes import REGIONS  # noqa: E402
 from leam.placement import PLACEMENTS  # noqa: E402
-from leam.topt import top_fraction_mask  # noqa: E402
+from leam.topt import effective_thresholds, top_fraction_mask  # noqa: E402
 
 ROW_BYTES = 100
+"""Bytes a per-row CSV line takes (drops.csv, pairs tables): the disk estimate of the tabular outputs."""
 SHARE_ROWS = NUM_PARTS + len(REGIONS) + 1
 """Per-image share rows per photo, network and layer at the top-level threshold (correlate's per-image CSV): at most
 every class + not_labelled and every region + not_labelled (the parser's unavailable classes are left out)."""
-"""Bytes a per-row CSV line takes (drops.csv, pairs tables): the disk estimate of the tabular outputs."""
 PER_LAYER_METHODS = 3
 """explain methods with one ranking per map of ``explain.maps`` (leam, leam_opposes, gradcam)."""
 
@@ -177,7 +177,7 @@ def _pair_seconds(maps: np.ndarray, config: Config, frame_size: int) -> tuple[fl
     """
     n, count, grid = maps.shape[0], maps.shape[1], maps.shape[-1]
     flat = torch.from_numpy(np.ascontiguousarray(maps.reshape(n * count, grid, grid)))
-    thresholds = sorted({*config.similarity.thresholds, config.threshold})
+    thresholds = effective_thresholds(config.similarity.thresholds, config.threshold)
 
     def distributions(t: float) -> np.ndarray:
         top = flat.clamp_min(0) * top_fraction_mask(flat, t) if t < 1 else flat.clamp_min(0)
@@ -223,7 +223,7 @@ def project(costs: pd.DataFrame, config: Config, identities: int, per_identity: 
     same = identities * math.comb(per_identity, 2)
     pairs = same * (1 + config.similarity.different_per_same)
     emd_pairs = pairs if config.similarity.emd_max_pairs == 0 else min(pairs, config.similarity.emd_max_pairs)
-    bc_thresholds = {*config.similarity.thresholds, config.threshold}  # one score row per pair, layer and threshold
+    bc_thresholds = effective_thresholds(config.similarity.thresholds, config.threshold)  # a score row each, per pair
     sym = min(photos, config.symmetry.max_images)
     ex = config.explain
     ex_photos = (identities if ex.max_identities == 0 else min(identities, ex.max_identities)) * \

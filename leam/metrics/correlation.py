@@ -21,6 +21,7 @@ Everything is batched: one-hot fractions come from one ``bincount``, shares from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -73,18 +74,23 @@ class LabelFractions:
 
     Kept in memory when they fit ``max_bytes`` (the default run: 850 MB, computed once for every model);
     beyond it (the paper's 20,000 photos: 20 GB) each slice is computed when asked for, so memory stays at one
-    chunk of images. ``area`` (N, 20) is their mean over the cells, each part's share of the frame.
+    chunk of images. :attr:`area` (N, 20) is their mean over the cells, each part's share of the frame,
+    computed on first use (the reference parser's is never asked for).
     """
 
     def __init__(self, labels: np.ndarray, rows: np.ndarray, grid: int, max_bytes: int = 2 * 1024 ** 3,
                  chunk: int = 64) -> None:
-        self.labels, self.rows, self.grid = labels, np.asarray(rows, dtype=np.int64), int(grid)
+        self.labels, self.rows, self.grid, self.chunk = labels, np.asarray(rows, dtype=np.int64), int(grid), chunk
         self.shape = (len(self.rows), self.grid * self.grid, NUM_PARTS)
         fits = 4 * int(np.prod(self.shape)) <= max_bytes
         self._all = label_fractions(np.asarray(labels[self.rows]), self.grid) if fits else None
-        self.area = (self._all.mean(axis=1) if fits else np.concatenate(
-            [self[start:start + chunk].mean(axis=1) for start in range(0, len(self.rows), chunk)])
-            if len(self.rows) else np.zeros((0, NUM_PARTS), dtype=np.float32))
+
+    @cached_property
+    def area(self) -> np.ndarray:
+        if self._all is not None:
+            return self._all.mean(axis=1)
+        parts = [self[start:start + self.chunk].mean(axis=1) for start in range(0, len(self), self.chunk)]
+        return np.concatenate(parts) if parts else np.zeros((0, NUM_PARTS), dtype=np.float32)
 
     def __len__(self) -> int:
         return self.shape[0]

@@ -27,7 +27,7 @@ import time
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,10 +42,10 @@ from leam.topt import effective_thresholds
 if TYPE_CHECKING:  # the params group is only an annotation here
     from leam.config import SimilarityParams
 
-__all__ = ["DIFFERENT", "PAPER_BC_RANGES", "SAME", "EMDConvergenceError", "ModelSimilarity", "bhattacharyya_matrix",
-           "bhattacharyya_pairs", "build_pairs", "emd_grid", "emd_pair", "emd_pair_subset", "emd_pairs", "gender_group", "headline", "metrics_document",
-           "model_similarity", "same_identity_pairs", "sample_different_pairs", "score_model", "similarity_tables",
-           "summary_tables"]
+__all__ = ["DIFFERENT", "PAPER_BC_RANGES", "SAME", "EMDConvergenceError", "ModelSimilarity", "SurplusTransport",
+           "bhattacharyya_matrix", "bhattacharyya_pairs", "build_pairs", "emd_grid", "emd_pair", "emd_pair_subset",
+           "emd_pairs", "gender_group", "headline", "metrics_document", "model_similarity", "same_identity_pairs",
+           "sample_different_pairs", "score_model", "similarity_tables", "summary_tables", "surplus_transport"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,35 @@ def bhattacharyya_pairs(probs: np.ndarray, a: np.ndarray, b: np.ndarray,
 
 
 # --------------------------------------------------------------------------------------------- EMD
+class SurplusTransport(NamedTuple):
+    """The transport problem :func:`emd_pair` solves (:func:`surplus_transport`)."""
+
+    sources: np.ndarray  # (n,) cells where the first distribution has the surplus
+    sinks: np.ndarray    # (m,) cells where the second has it
+    a: np.ndarray        # (n,) their surplus masses, summing to 1
+    b: np.ndarray        # (m,) the same total as ``a`` to the last bit
+    cost: np.ndarray     # (n, m) distances between their centres (px)
+    moved: float         # the mass that moves: EMD = moved x the optimal cost of (a, b, cost)
+
+
+def surplus_transport(first: np.ndarray, second: np.ndarray, centres: np.ndarray) -> SurplusTransport | None:
+    """The reduced problem of two distributions (K,) over cells at ``centres`` (K, 2): shared mass stays in its
+    cell, the surplus of each side moves (see :func:`emd_pair`); None when nothing moves."""
+    if not (first > 0).any() or not (second > 0).any():
+        raise LeamError("EMD of an empty distribution; excluded maps must be dropped before pairing")
+    first, second = first / first.sum(), second / second.sum()
+    shared = np.minimum(first, second)
+    rows, cols = np.flatnonzero(first > shared), np.flatnonzero(second > shared)
+    if rows.size == 0 or cols.size == 0:
+        return None
+    a, b = first[rows] - shared[rows], second[cols] - shared[cols]
+    moved = float(a.sum())  # the mass that moves, 1 - sum(shared) up to rounding
+    a = a / moved
+    b = b * (a.sum() / b.sum())  # the same total as a, to the last bit (the solver needs balanced masses)
+    cost = np.sqrt(((centres[rows, None, :] - centres[None, cols, :]) ** 2).sum(axis=-1))
+    return SurplusTransport(rows, cols, a, b, cost, moved)
+
+
 def emd_pair(first: np.ndarray, second: np.ndarray, centres: np.ndarray, max_iter: int = 1_000_000) -> float:
     """Exact EMD between two distributions (K,) over cells at ``centres`` (K, 2) (analysis-frame pixels).
 
@@ -116,26 +145,17 @@ def emd_pair(first: np.ndarray, second: np.ndarray, centres: np.ndarray, max_ite
     of the time of a 90 x 90 problem); ``tests/test_similarity.py`` holds it equal to ``ot.emd2`` on the
     dense problem. Raises EMDConvergenceError when POT reports anything but an optimal solution.
     """
-    if not (first > 0).any() or not (second > 0).any():
-        raise LeamError("EMD of an empty distribution; excluded maps must be dropped before pairing")
-    first, second = first / first.sum(), second / second.sum()
-    shared = np.minimum(first, second)
-    rows, cols = np.flatnonzero(first > shared), np.flatnonzero(second > shared)
-    if rows.size == 0 or cols.size == 0:  # identical distributions (up to rounding): nothing moves
+    problem = surplus_transport(first, second, centres)
+    if problem is None:  # identical distributions (up to rounding): nothing moves
         return 0.0
-    a, b = first[rows] - shared[rows], second[cols] - shared[cols]
-    moved = float(a.sum())  # the mass that moves, 1 - sum(shared) up to rounding
-    a = a / moved
-    b = b * (a.sum() / b.sum())  # the same total as a, to the last bit (the solver needs balanced masses)
-    cost = np.sqrt(((centres[rows, None, :] - centres[None, cols, :]) ** 2).sum(axis=-1))
-    _plan, value, _u, _v, code = emd_c(a, b, cost, max_iter, 1, None, None)
+    _plan, value, _u, _v, code = emd_c(problem.a, problem.b, problem.cost, max_iter, 1, None, None)
     if code != 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # check_result also warns what it returns
             reason = check_result(code)
         raise EMDConvergenceError(f"exact EMD did not converge ({reason}, result code {code}) with "
                                   f"numItermax={max_iter}; raise similarity.emd_max_iter")
-    return float(value) * moved
+    return float(value) * problem.moved
 
 
 _WORKER_STATE: dict = {}
